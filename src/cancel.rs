@@ -1,0 +1,591 @@
+//! Cancel scopes and the cancel-status tree.
+//!
+//! # The model (Trio's)
+//!
+//! Every piece of running code is inside a chain of cancel scopes: the scopes
+//! it entered, inside its task's root (its nursery's scope), inside the
+//! scopes that nursery was opened in, and so on up to the run's system scope.
+//! Code is *effectively cancelled* when some scope on that chain has been
+//! cancelled and no shield stands between that scope and the code.
+//!
+//! Walking the chain at every checkpoint would cost O(depth). Instead, as in
+//! Trio's `CancelStatus`, each entered scope ([`ScopeNode`]) caches
+//! `effectively_cancelled` for the code directly inside it, and the cache is
+//! recomputed only when it can change: when a scope is cancelled, shielded or
+//! unshielded, entered, or moved (by `TaskStatus::started`). A checkpoint
+//! reads one `Cell<bool>` through `Core::current_status`.
+//!
+//! Recomputing ([`ScopeNode::recalc`]) pushes the new state down the tree of
+//! entered scopes. When a node becomes cancelled, every task inside it is
+//! woken at once (rule C15): the task's next poll re-enters its scopes and
+//! the leaf future it was blocked in sees the cancellation.
+//!
+//! # How a scope is entered: by polling
+//!
+//! A scope wraps a future: [`CancelScope::run`]. Its first poll enters the
+//! scope under whatever status was current (`Core::current_status`), and
+//! every poll makes the scope's node current while polling the body, then
+//! restores the previous one. So nesting follows the future tree, and the
+//! status at any point of a poll is the innermost scope being polled.
+//!
+//! # Why `current_status` is valid
+//!
+//! `Core::current_status` is a raw pointer for speed. It is only read while a
+//! task is being stepped, and then it points either at the task's root node
+//! (kept alive by the task's slot, which is not removed until the step ends)
+//! or at the node of a scope future being polled further up this very call
+//! stack (kept alive by that future's `Rc`). Each frame that changes it
+//! restores the previous value before returning; after a panic, the step
+//! (and each `catch_unwind` site) resets it.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use slab::Slab;
+
+use crate::clock::Instant;
+use crate::error::Cancellation;
+use crate::runtime::Core;
+use crate::task::TaskId;
+use crate::timers::TimerAction;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Unentered,
+    Entered,
+    Exited,
+}
+
+/// One cancel scope's state, and its place in the status tree.
+pub(crate) struct ScopeNode {
+    /// The cached answer every checkpoint reads.
+    pub(crate) effectively_cancelled: Cell<bool>,
+    cancel_called: Cell<bool>,
+    shield: Cell<bool>,
+    deadline: Cell<Instant>,
+    relative: Cell<Option<Duration>>,
+    state: Cell<State>,
+    cancelled_caught: Cell<bool>,
+    parent: RefCell<Option<Rc<ScopeNode>>>,
+    /// `Rc::as_ptr` of `parent`, for the cheap misnesting check.
+    parent_ptr: Cell<*const ScopeNode>,
+    /// Our key in the parent's `children`.
+    parent_reg: Cell<usize>,
+    children: RefCell<Slab<Weak<ScopeNode>>>,
+    /// The task that entered this scope (`NONE` for roots).
+    owner: Cell<TaskId>,
+    /// Tasks whose root status this is (a nursery's children).
+    tasks: RefCell<Slab<TaskId>>,
+    timer: Cell<Option<usize>>,
+}
+
+impl ScopeNode {
+    fn new(state: State) -> ScopeNode {
+        ScopeNode {
+            effectively_cancelled: Cell::new(false),
+            cancel_called: Cell::new(false),
+            shield: Cell::new(false),
+            deadline: Cell::new(Instant::FAR_FUTURE),
+            relative: Cell::new(None),
+            state: Cell::new(state),
+            cancelled_caught: Cell::new(false),
+            parent: RefCell::new(None),
+            parent_ptr: Cell::new(std::ptr::null()),
+            parent_reg: Cell::new(usize::MAX),
+            children: RefCell::new(Slab::new()),
+            owner: Cell::new(TaskId::NONE),
+            tasks: RefCell::new(Slab::new()),
+            timer: Cell::new(None),
+        }
+    }
+
+    /// A parentless, already-entered node: the run's system scope.
+    pub(crate) fn new_root() -> Rc<ScopeNode> {
+        Rc::new(ScopeNode::new(State::Entered))
+    }
+
+    /// A node for a task being `start`ed: entered at once under `parent`,
+    /// owned by no task; the child task is registered in it.
+    pub(crate) fn new_task_root(parent: Rc<ScopeNode>) -> Rc<ScopeNode> {
+        let node = Rc::new(ScopeNode::new(State::Entered));
+        node.attach(parent);
+        node.effectively_cancelled.set(node.parent_cancellation_is_visible());
+        node
+    }
+
+    pub(crate) fn register_task(&self, id: TaskId) -> usize {
+        self.tasks.borrow_mut().insert(id)
+    }
+
+    pub(crate) fn unregister_task(&self, key: usize) {
+        self.tasks.borrow_mut().try_remove(key);
+    }
+
+    fn parent_cancellation_is_visible(&self) -> bool {
+        !self.shield.get() && self.parent.borrow().as_ref().is_some_and(|p| p.effectively_cancelled.get())
+    }
+
+    /// Links this node under `parent` (which must be entered).
+    fn attach(self: &Rc<Self>, parent: Rc<ScopeNode>) {
+        let key = parent.children.borrow_mut().insert(Rc::downgrade(self));
+        self.parent_reg.set(key);
+        self.parent_ptr.set(Rc::as_ptr(&parent));
+        *self.parent.borrow_mut() = Some(parent);
+    }
+
+    /// Unlinks this node from its parent.
+    fn detach(&self) {
+        if let Some(parent) = self.parent.borrow_mut().take() {
+            parent.children.borrow_mut().try_remove(self.parent_reg.get());
+        }
+        self.parent_ptr.set(std::ptr::null());
+    }
+
+    /// Moves this (entered) node under a new parent and recomputes: how
+    /// `TaskStatus::started` hands a task to its new nursery.
+    pub(crate) fn reparent(self: &Rc<Self>, new_parent: Rc<ScopeNode>) {
+        self.detach();
+        self.attach(new_parent);
+        self.recalc();
+    }
+
+    /// Enters the scope under the status `parent`, for the current task.
+    ///
+    /// # Panics
+    /// If the scope was entered before (rule C7: once only, by one task).
+    fn enter(self: &Rc<Self>, core: &Core, parent: *const ScopeNode) {
+        assert!(
+            self.state.get() == State::Unentered,
+            "a CancelScope can be entered only once (this one is {})",
+            if self.state.get() == State::Entered { "already active" } else { "already exited" }
+        );
+        // SAFETY: `parent` is `Core::current_status`, which during a poll
+        // points at a node kept alive by an `Rc` (see the module docs). We
+        // take a strong count of our own before making an `Rc` from it.
+        let parent = unsafe {
+            Rc::increment_strong_count(parent);
+            Rc::from_raw(parent)
+        };
+        self.attach(parent);
+        self.owner.set(core.current_task.get());
+        self.state.set(State::Entered);
+        if let Some(rel) = self.relative.take() {
+            // Rule C11: a relative deadline is fixed when the scope is entered.
+            let d = core.now() + rel;
+            if d < self.deadline.get() {
+                self.deadline.set(d);
+            }
+        }
+        self.arm_deadline(core);
+        self.effectively_cancelled.set(self.cancel_called.get() || self.parent_cancellation_is_visible());
+    }
+
+    /// Registers (or moves, or removes) the timer for our deadline; a
+    /// deadline already passed cancels at once.
+    fn arm_deadline(self: &Rc<Self>, core: &Core) {
+        let deadline = self.deadline.get();
+        let mut timers = core.timers.borrow_mut();
+        if deadline == Instant::FAR_FUTURE || self.cancel_called.get() {
+            if let Some(k) = self.timer.take() {
+                timers.remove(k);
+            }
+            return;
+        }
+        if deadline <= core.now() {
+            if let Some(k) = self.timer.take() {
+                timers.remove(k);
+            }
+            drop(timers);
+            self.cancel();
+            return;
+        }
+        match self.timer.get() {
+            Some(k) => timers.reset(k, deadline),
+            None => self.timer.set(Some(timers.insert(deadline, TimerAction::CancelScope(Rc::downgrade(self))))),
+        }
+    }
+
+    /// Leaves the scope. Returns whether it catches a `Cancelled` coming out
+    /// of its body (Trio's rule: it is effectively cancelled and the
+    /// cancellation is not just its parent's showing through).
+    ///
+    /// `strict` reports misnesting (rule C16) by panicking; it is false when
+    /// exiting from a destructor, where a panic could abort.
+    fn exit(&self, strict: bool) -> bool {
+        let catches = self.effectively_cancelled.get() && !self.parent_cancellation_is_visible();
+        let open_children = self.children.borrow().len();
+        if let Some(k) = self.timer.take() {
+            if let Some(core) = Core::try_current() {
+                core.timers.borrow_mut().remove(k);
+            }
+        }
+        self.detach();
+        self.state.set(State::Exited);
+        self.owner.set(TaskId::NONE);
+        if open_children > 0 {
+            // Cut the children loose so they cannot reach a dead parent.
+            let children: Vec<Weak<ScopeNode>> = self.children.borrow_mut().drain().collect();
+            for c in children.iter().filter_map(Weak::upgrade) {
+                c.parent.borrow_mut().take();
+                c.parent_ptr.set(std::ptr::null());
+            }
+            if strict {
+                panic!(
+                    "cancel scope misnesting: a scope exited while {open_children} scope(s) entered inside it \
+                     were still open; cancel scopes must be exited in the reverse order they were entered"
+                );
+            }
+        }
+        catches
+    }
+
+    /// Cancels the scope (idempotent, rule C1).
+    pub(crate) fn cancel(&self) {
+        if self.cancel_called.replace(true) {
+            return;
+        }
+        if let Some(k) = self.timer.take() {
+            if let Some(core) = Core::try_current() {
+                core.timers.borrow_mut().remove(k);
+            }
+        }
+        if self.state.get() == State::Entered {
+            self.recalc();
+        }
+    }
+
+    /// Recomputes `effectively_cancelled` here and below; wakes every task
+    /// in a node that becomes cancelled (Trio's `CancelStatus.recalculate`).
+    pub(crate) fn recalc(&self) {
+        let new = self.cancel_called.get() || self.parent_cancellation_is_visible();
+        if new == self.effectively_cancelled.get() {
+            return;
+        }
+        self.effectively_cancelled.set(new);
+        if new {
+            if let Some(core) = Core::try_current() {
+                let owner = self.owner.get();
+                if owner != TaskId::NONE {
+                    core.wake_task(owner);
+                }
+                let tasks: Vec<TaskId> = self.tasks.borrow().iter().map(|(_, &t)| t).collect();
+                for t in tasks {
+                    core.wake_task(t);
+                }
+            }
+        }
+        // Collect first: waking runs instrument hooks, which may cancel
+        // other scopes and so touch these lists.
+        let children: Vec<Rc<ScopeNode>> = self.children.borrow().iter().filter_map(|(_, w)| w.upgrade()).collect();
+        for c in children {
+            c.recalc();
+        }
+    }
+
+    /// Marks the node cancelled and cuts it off its parent: used when a
+    /// nursery or `start` is dropped before it finished, so its tasks stop
+    /// and can no longer reach the abandoned scope chain.
+    pub(crate) fn abandon(&self) {
+        self.detach();
+        self.owner.set(TaskId::NONE);
+        self.cancel();
+    }
+}
+
+/// A cancel scope: a handle to cancel, time out or shield the code it runs.
+///
+/// Wrap a body with [`run`](CancelScope::run). Cancelling the scope (by hand,
+/// or when its deadline passes) makes every checkpoint inside it return
+/// `Err(Cancelled)`, now and at every later checkpoint (level-triggered);
+/// the scope then catches that `Cancelled` when the body returns it, and
+/// `run` gives `Ok(None)`. Cancellation of an outer scope passes through as
+/// `Err`. Clones are handles to the same scope.
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::{run, CancelScope, sleep, Cancelled};
+/// run(async {
+///     let scope = CancelScope::with_relative_deadline(Duration::from_millis(10));
+///     let out = scope.run(async {
+///         sleep(Duration::from_secs(10)).await?;
+///         Ok::<_, Cancelled>("slept")
+///     }).await;
+///     assert_eq!(out, Ok(None)); // the deadline cancelled the sleep
+///     assert!(scope.cancelled_caught());
+/// });
+/// ```
+#[derive(Clone)]
+pub struct CancelScope {
+    pub(crate) node: Rc<ScopeNode>,
+}
+
+impl Default for CancelScope {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for CancelScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelScope")
+            .field("state", &self.node.state.get())
+            .field("cancel_called", &self.node.cancel_called.get())
+            .field("shield", &self.node.shield.get())
+            .field("deadline", &self.node.deadline.get())
+            .finish()
+    }
+}
+
+impl CancelScope {
+    /// A scope with no deadline, not shielded.
+    pub fn new() -> CancelScope {
+        CancelScope { node: Rc::new(ScopeNode::new(State::Unentered)) }
+    }
+
+    /// A scope cancelled when the clock reaches `deadline`.
+    pub fn with_deadline(deadline: Instant) -> CancelScope {
+        let s = CancelScope::new();
+        s.node.deadline.set(deadline);
+        s
+    }
+
+    /// A scope cancelled `timeout` after it is entered (not after it is
+    /// built: rule C11).
+    pub fn with_relative_deadline(timeout: Duration) -> CancelScope {
+        let s = CancelScope::new();
+        s.node.relative.set(Some(timeout));
+        s
+    }
+
+    /// A shielded scope: cancellation from outside does not reach its body.
+    pub fn shielded() -> CancelScope {
+        let s = CancelScope::new();
+        s.node.shield.set(true);
+        s
+    }
+
+    pub(crate) fn from_node(node: Rc<ScopeNode>) -> CancelScope {
+        CancelScope { node }
+    }
+
+    /// Cancels the scope: its body sees `Err(Cancelled)` at every checkpoint
+    /// from now on, and a task blocked inside it wakes at once. Cancelling
+    /// twice, before entry or after exit is harmless.
+    pub fn cancel(&self) {
+        self.node.cancel();
+    }
+
+    /// Whether the scope was cancelled (by hand or by its deadline).
+    pub fn cancel_called(&self) -> bool {
+        let n = &self.node;
+        if !n.cancel_called.get() && n.state.get() != State::Exited && n.deadline.get() != Instant::FAR_FUTURE {
+            if let Some(core) = Core::try_current() {
+                if core.now() >= n.deadline.get() {
+                    n.cancel();
+                }
+            }
+        }
+        n.cancel_called.get()
+    }
+
+    /// Whether the scope caught a `Cancelled` when its body finished.
+    pub fn cancelled_caught(&self) -> bool {
+        self.node.cancelled_caught.get()
+    }
+
+    /// The absolute deadline ([`Instant::FAR_FUTURE`] if none).
+    pub fn deadline(&self) -> Instant {
+        self.node.deadline.get()
+    }
+
+    /// Sets the absolute deadline. Inside the scope, a deadline moved earlier
+    /// takes effect at the next checkpoint; one already passed cancels now.
+    pub fn set_deadline(&self, deadline: Instant) {
+        self.node.deadline.set(deadline);
+        self.node.relative.set(None);
+        if self.node.state.get() == State::Entered {
+            self.node.arm_deadline(Core::current());
+        }
+    }
+
+    /// Sets a deadline relative to the moment of entry (before entry) or to
+    /// now (while inside).
+    pub fn set_relative_deadline(&self, timeout: Duration) {
+        match self.node.state.get() {
+            State::Unentered => {
+                self.node.deadline.set(Instant::FAR_FUTURE);
+                self.node.relative.set(Some(timeout));
+            }
+            State::Entered => self.set_deadline(Core::current().now() + timeout),
+            State::Exited => {}
+        }
+    }
+
+    /// Whether the scope is shielded.
+    pub fn shield(&self) -> bool {
+        self.node.shield.get()
+    }
+
+    /// Shields or unshields the scope; takes effect at once, also for a task
+    /// already blocked inside (rules C3, C4).
+    pub fn set_shield(&self, shield: bool) {
+        if self.node.shield.replace(shield) != shield && self.node.state.get() == State::Entered {
+            self.node.recalc();
+        }
+    }
+
+    /// Runs `body` inside this scope.
+    ///
+    /// The output is `Ok(Some(value))` if the body finished, `Ok(None)` if
+    /// this scope was cancelled and caught the body's `Cancelled`, and
+    /// `Err(e)` for any other error (an outer scope's `Cancelled` included).
+    ///
+    /// # Panics
+    /// When polled if the scope was already entered (a scope can be entered
+    /// once only, rule C7), or if it is polled under a different scope than
+    /// the one it was entered in (misnesting, rule C16).
+    pub fn run<F, T, E>(&self, body: F) -> Scoped<F>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Cancellation,
+    {
+        Scoped { body, node: self.node.clone(), phase: Phase::New }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    New,
+    Inside,
+    Done,
+}
+
+pin_project! {
+    /// The future of [`CancelScope::run`].
+    #[must_use = "a cancel scope does nothing unless awaited"]
+    pub struct Scoped<F> {
+        #[pin]
+        body: F,
+        node: Rc<ScopeNode>,
+        phase: Phase,
+    }
+
+    impl<F> PinnedDrop for Scoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.phase == Phase::Inside {
+                this.node.exit(false);
+            }
+        }
+    }
+}
+
+impl<F, T, E> Future for Scoped<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Cancellation,
+{
+    type Output = Result<Option<T>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let core = Core::current();
+        let prev = core.current_status_ptr();
+        match *this.phase {
+            Phase::New => {
+                this.node.enter(core, prev);
+                *this.phase = Phase::Inside;
+            }
+            Phase::Inside => check_nesting(this.node, prev),
+            Phase::Done => panic!("cancel scope future polled after completion"),
+        }
+        core.current_status.set(Rc::as_ptr(this.node));
+        let out = this.body.poll(cx);
+        core.current_status.set(prev);
+        match out {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(out) => {
+                *this.phase = Phase::Done;
+                Poll::Ready(finish(this.node, out))
+            }
+        }
+    }
+}
+
+/// Panics if a scope is polled under a different status than it entered in.
+#[inline]
+pub(crate) fn check_nesting(node: &ScopeNode, current: *const ScopeNode) {
+    if node.parent_ptr.get() != current {
+        panic!(
+            "cancel scope misnesting: a scope was polled outside the scope it was entered in; \
+             a cancel scope must be awaited where it was first polled"
+        );
+    }
+}
+
+/// Exits `node` and decides what its body's outcome becomes.
+fn finish<T, E: Cancellation>(node: &ScopeNode, out: Result<T, E>) -> Result<Option<T>, E> {
+    let catches = node.exit(true);
+    match out {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if catches => {
+            let (matched, rest) = e.split_cancelled();
+            if matched {
+                node.cancelled_caught.set(true);
+            }
+            match rest {
+                None => Ok(None),
+                Some(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Enter/exit plumbing shared with nurseries, which are scopes too.
+pub(crate) mod raw {
+    use super::*;
+
+    /// Enters `node` under the current status and returns the previous one.
+    pub(crate) fn enter(node: &Rc<ScopeNode>, core: &Core) -> *const ScopeNode {
+        let prev = core.current_status_ptr();
+        node.enter(core, prev);
+        prev
+    }
+
+    /// Exits `node`; returns whether it catches a `Cancelled`.
+    pub(crate) fn exit(node: &ScopeNode, strict: bool) -> bool {
+        node.exit(strict)
+    }
+
+    pub(crate) fn set_caught(node: &ScopeNode) {
+        node.cancelled_caught.set(true);
+    }
+
+    pub(crate) fn new_unentered() -> Rc<ScopeNode> {
+        Rc::new(ScopeNode::new(State::Unentered))
+    }
+}
+
+/// An `Rc` to the status being polled right now.
+pub(crate) fn current_status_rc(core: &Core) -> Rc<ScopeNode> {
+    let p = core.current_status_ptr();
+    // SAFETY: a non-null current status points at a node kept alive by an
+    // `Rc` for the duration of the poll (module docs); we take our own count.
+    unsafe {
+        Rc::increment_strong_count(p);
+        Rc::from_raw(p)
+    }
+}
+
+impl ScopeNode {
+    /// Unlinks a task root from the tree when its task ends.
+    pub(crate) fn detach_root(&self) {
+        self.detach();
+    }
+}

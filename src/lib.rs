@@ -1,0 +1,72 @@
+//! # trioxide
+//!
+//! Structured concurrency for Rust in the model of Python's
+//! [Trio](https://trio.readthedocs.io): tasks live in **nurseries**, are
+//! stopped by **cancel scopes**, and run on a fast single-threaded scheduler
+//! of our own over `mio`.
+//!
+//! * [`run`] starts the runtime and returns the main future's output.
+//! * [`open_nursery`] runs a body and children concurrently and returns only
+//!   when all are done, with every error ([`MultiError`]).
+//! * [`CancelScope`], [`move_on_after`], [`fail_after`] cancel what runs
+//!   inside them. Cancellation is *level-triggered* and delivered at
+//!   *checkpoints* (every operation that can block) as `Err(`[`Cancelled`]`)`,
+//!   which you propagate with `?`; the scope that was cancelled catches it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use trioxide::{run, open_nursery, move_on_after, sleep, BoxError, Cancelled};
+//!
+//! let out = run(open_nursery(|nursery| async move {
+//!     nursery.start_soon(async {
+//!         sleep(Duration::from_millis(5)).await?;
+//!         Ok::<_, BoxError>(())
+//!     })?;
+//!     // Give up on a slow operation after 10 ms.
+//!     let r = move_on_after(Duration::from_millis(10), async {
+//!         sleep(Duration::from_secs(60)).await?;
+//!         Ok::<_, Cancelled>("never")
+//!     }).await?;
+//!     assert_eq!(r, None);
+//!     Ok::<_, BoxError>("done")
+//! }));
+//! assert_eq!(out.unwrap(), Some("done"));
+//! ```
+//!
+//! See DESIGN.md for how it works and why.
+
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod cancel;
+mod checkpoint;
+mod clock;
+mod driver;
+mod error;
+mod instrument;
+mod nursery;
+mod rng;
+mod runtime;
+mod scheduler;
+mod start;
+mod task;
+mod testing;
+mod time;
+mod timeouts;
+mod timers;
+
+pub use cancel::{CancelScope, Scoped};
+pub use checkpoint::{cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, Checkpoint, ShieldedCheckpoint};
+pub use clock::{secs_f64, Clock, Instant, MockClock, SystemClock};
+pub use error::{
+    is_cancelled_error, BoxError, Cancellation, Cancelled, InvalidTime, MultiError, NurseryClosed, StartError, TooSlow,
+};
+pub use instrument::{add_instrument, current_task, remove_instrument, task_tree, Instrument, TaskInfo};
+pub use nursery::{open_nursery, Nursery, OpenNursery, TaskOutput};
+pub use rng::SEED_ENV;
+pub use runtime::{run, Builder, RunReport};
+pub use start::{Start, TaskStatus};
+pub use task::TaskId;
+pub use testing::{wait_all_tasks_blocked, WaitAllTasksBlocked};
+pub use time::{current_time, sleep, sleep_forever, sleep_until, Sleep, SleepForever};
+pub use timeouts::{fail_after, fail_at, move_on_after, move_on_at, FailAfter};

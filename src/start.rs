@@ -1,0 +1,250 @@
+//! `Nursery::start`: run a child until it says it is ready, then hand it to
+//! the nursery.
+//!
+//! Until the child calls [`TaskStatus::started`] it runs under the caller's
+//! cancel status (a root node of its own, hung under the caller's current
+//! scope), so cancelling the caller cancels it and its errors come out of
+//! `start` itself (rule N10). `started` moves that root node under the
+//! target nursery's scope; from then on the child is the nursery's (N9).
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::panic::resume_unwind;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use pin_project_lite::pin_project;
+
+use crate::cancel::{current_status_rc, ScopeNode};
+use crate::error::{BoxError, Cancelled, NurseryClosed, StartError};
+use crate::nursery::{ChildTask, Link, Nursery, NurseryInner, Outcome, TaskOutput};
+use crate::runtime::Core;
+use crate::task::TaskId;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// Running under the caller; `started` not called yet.
+    Waiting,
+    /// Handed over to the target nursery.
+    Started,
+    /// Finished before calling `started`.
+    Exited,
+    /// The `start` future was dropped while waiting.
+    Abandoned,
+}
+
+/// How a started child reports its end, whatever its value type.
+pub(crate) trait StartLink {
+    fn child_finished(&self, outcome: Outcome);
+}
+
+struct StartShared<V> {
+    target: Rc<NurseryInner>,
+    root: Rc<ScopeNode>,
+    task: Cell<TaskId>,
+    state: Cell<State>,
+    value: RefCell<Option<V>>,
+    outcome: RefCell<Option<Outcome>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl<V> StartShared<V> {
+    fn wake_starter(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+impl<V> StartLink for StartShared<V> {
+    fn child_finished(&self, outcome: Outcome) {
+        self.root.detach_root();
+        match self.state.get() {
+            State::Started => self.target.child_finished(outcome),
+            State::Waiting => {
+                *self.outcome.borrow_mut() = Some(outcome);
+                self.state.set(State::Exited);
+                self.target.pending_starts.set(self.target.pending_starts.get() - 1);
+                self.target.maybe_wake();
+                self.wake_starter();
+            }
+            State::Abandoned => match outcome {
+                Outcome::Err(e) => eprintln!("trioxide: error in a task whose start() was dropped: {e}"),
+                Outcome::Panic(_) => eprintln!("trioxide: a task whose start() was dropped panicked"),
+                Outcome::Ok => {}
+            },
+            State::Exited => unreachable!("a task finishes once"),
+        }
+    }
+}
+
+/// Given to a child by [`Nursery::start`]: call
+/// [`started`](TaskStatus::started) once the child is ready. It is consumed
+/// by the call, so calling it twice does not compile.
+///
+/// ```compile_fail
+/// fn twice(s: trioxide::TaskStatus<u32>) {
+///     s.started(1);
+///     s.started(2); // error: use of moved value
+/// }
+/// ```
+pub struct TaskStatus<V> {
+    shared: Rc<StartShared<V>>,
+}
+
+impl<V> std::fmt::Debug for TaskStatus<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskStatus").field("state", &self.shared.state.get()).finish()
+    }
+}
+
+impl<V> TaskStatus<V> {
+    /// Reports the child ready: `start` returns `value`, and the child moves
+    /// into the target nursery. Has no effect if the caller of `start` has
+    /// been cancelled meanwhile (rule N12): the child then stays under the
+    /// caller, which gets `Cancelled`.
+    pub fn started(self, value: V) {
+        let s = &*self.shared;
+        if s.state.get() != State::Waiting || s.root.effectively_cancelled.get() {
+            return;
+        }
+        *s.value.borrow_mut() = Some(value);
+        s.state.set(State::Started);
+        s.target.child_adopted();
+        s.target.pending_starts.set(s.target.pending_starts.get() - 1);
+        s.root.reparent(s.target.scope.clone());
+        if let Some(slot) = Core::current().tasks.borrow_mut().get_mut(s.task.get().key()) {
+            slot.parent = s.target.owner;
+        }
+        s.wake_starter();
+    }
+}
+
+impl Nursery {
+    /// Starts a child and waits until it calls
+    /// [`TaskStatus::started`]`(value)`; returns that value. From then on
+    /// the child belongs to this nursery.
+    ///
+    /// Errors: the child's own error (unwrapped) if it fails before
+    /// `started`; [`StartError::NotStarted`] if it returns without calling
+    /// it; [`NurseryClosed`] at once if the nursery is closed; `Cancelled` if
+    /// the caller was cancelled meanwhile. A panic before `started` resumes
+    /// in the caller.
+    ///
+    /// ```
+    /// use trioxide::{run, open_nursery, BoxError, TaskStatus};
+    /// run(open_nursery(|n| async move {
+    ///     let port = n.start(|status: TaskStatus<u16>| async move {
+    ///         status.started(8080); // e.g. after binding a listener
+    ///         Ok::<_, BoxError>(())
+    ///     }).await?;
+    ///     assert_eq!(port, 8080);
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
+    pub fn start<S, F, V>(&self, spawn: S) -> Start<S, V>
+    where
+        S: FnOnce(TaskStatus<V>) -> F,
+        F: Future + 'static,
+        F::Output: TaskOutput,
+        V: 'static,
+    {
+        Start { spawn: Some(spawn), target: self.inner.clone(), shared: None, saw_cancel: false, done: false }
+    }
+}
+
+pin_project! {
+    /// The future of [`Nursery::start`].
+    #[must_use = "start does nothing unless awaited"]
+    pub struct Start<S, V> {
+        spawn: Option<S>,
+        target: Rc<NurseryInner>,
+        shared: Option<Rc<StartShared<V>>>,
+        saw_cancel: bool,
+        done: bool,
+    }
+
+    impl<S, V> PinnedDrop for Start<S, V> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(s) = this.shared.as_ref() {
+                if s.state.get() == State::Waiting {
+                    s.state.set(State::Abandoned);
+                    s.target.pending_starts.set(s.target.pending_starts.get() - 1);
+                    s.target.maybe_wake();
+                    s.root.abandon();
+                }
+            }
+        }
+    }
+}
+
+impl<S, F, V> Future for Start<S, V>
+where
+    S: FnOnce(TaskStatus<V>) -> F,
+    F: Future + 'static,
+    F::Output: TaskOutput,
+    V: 'static,
+{
+    type Output = Result<V, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        assert!(!*this.done, "start future polled after completion");
+        let core = Core::current();
+        let shared = match this.shared {
+            Some(s) => s.clone(),
+            None => {
+                if this.target.is_closed() {
+                    *this.done = true;
+                    return Poll::Ready(Err(Box::new(NurseryClosed)));
+                }
+                this.target.pending_starts.set(this.target.pending_starts.get() + 1);
+                let shared = Rc::new(StartShared {
+                    target: this.target.clone(),
+                    root: ScopeNode::new_task_root(current_status_rc(core)),
+                    task: Cell::new(TaskId::NONE),
+                    state: Cell::new(State::Waiting),
+                    value: RefCell::new(None),
+                    outcome: RefCell::new(None),
+                    waker: RefCell::new(None),
+                });
+                let spawn = this.spawn.take().expect("start spawn function taken twice");
+                let task = spawn(TaskStatus { shared: shared.clone() });
+                let link: Rc<dyn StartLink> = shared.clone();
+                let child = ChildTask { task, link: Link::Start(link) };
+                let name = Cow::Borrowed(std::any::type_name::<F>());
+                let id = core.spawn(child, shared.root.clone(), name, core.current_task.get());
+                shared.task.set(id);
+                *this.shared = Some(shared.clone());
+                shared
+            }
+        };
+        match shared.state.get() {
+            State::Started => {
+                *this.done = true;
+                let v = shared.value.borrow_mut().take().expect("started value delivered once");
+                Poll::Ready(Ok(v))
+            }
+            State::Exited => {
+                *this.done = true;
+                match shared.outcome.borrow_mut().take() {
+                    Some(Outcome::Err(e)) => Poll::Ready(Err(e)),
+                    Some(Outcome::Panic(p)) => resume_unwind(p),
+                    Some(Outcome::Ok) | None if *this.saw_cancel => Poll::Ready(Err(Box::new(Cancelled))),
+                    Some(Outcome::Ok) | None => Poll::Ready(Err(Box::new(StartError::NotStarted))),
+                }
+            }
+            State::Waiting | State::Abandoned => {
+                if core.is_cancelled() {
+                    *this.saw_cancel = true;
+                }
+                *shared.waker.borrow_mut() = Some(cx.waker().clone());
+                core.waiting_on.set("start");
+                Poll::Pending
+            }
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! One task's allocation and its waker.
+//!
+//! A task is a single `Arc<Task<F>>`: a small [`Header`] followed by the
+//! future itself, so spawning costs one allocation. The same allocation is
+//! the waker's data pointer (as in `async-task`), so cloning a waker is one
+//! atomic increment and waking needs no lookup.
+//!
+//! Waking has two paths:
+//! * on the runtime's own thread (the common case) the task id is pushed onto
+//!   the run queue directly;
+//! * from any other thread it goes through [`Shared`]: a mutex-protected
+//!   queue, plus a `mio::Waker` poke if the runtime is blocked in the I/O
+//!   wait.
+//!
+//! Either way, the `scheduled` flag makes a task woken twice before it runs
+//! appear once in the queue (rule S4).
+
+use std::cell::UnsafeCell;
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+
+use crate::runtime::Core;
+
+/// Identifies a task for the lifetime of a run: its slot in the task slab and
+/// that slot's generation, so an old id never names a newer task.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    /// No task (outside any task step).
+    pub(crate) const NONE: TaskId = TaskId(u64::MAX);
+
+    pub(crate) fn new(key: usize, gen: u32) -> TaskId {
+        debug_assert!(key < u32::MAX as usize);
+        TaskId((gen as u64) << 32 | key as u64)
+    }
+
+    pub(crate) fn key(self) -> usize {
+        (self.0 & 0xFFFF_FFFF) as usize
+    }
+
+    pub(crate) fn gen(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// A number unique among the tasks of one run, for logs.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TaskId({}#{})", self.key(), self.gen())
+    }
+}
+
+/// The part of the runtime other threads may touch: remote wake-ups.
+pub(crate) struct Shared {
+    /// Tasks woken from other threads, drained by the runtime between passes.
+    remote: Mutex<Vec<TaskId>>,
+    /// Set after a push to `remote`, so the runtime can check for remote
+    /// wake-ups with one load instead of taking the lock every pass.
+    pending: AtomicBool,
+    /// True while the runtime is (about to be) blocked in the I/O wait; a
+    /// remote waker that clears it must poke `waker`.
+    parked: AtomicBool,
+    waker: mio::Waker,
+    /// Task allocations alive (in the slab or kept by a waker).
+    pub(crate) live_allocations: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn new(waker: mio::Waker) -> Shared {
+        Shared {
+            remote: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            waker,
+            live_allocations: AtomicUsize::new(0),
+        }
+    }
+
+    fn push_remote(&self, id: TaskId) {
+        // A poisoned lock only means another waker panicked mid-push; the
+        // Vec is still valid.
+        self.remote.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+        // SeqCst pairs with `park`: either the runtime sees `pending` before
+        // it blocks, or we see `parked` and poke it (Dekker's handshake).
+        self.pending.store(true, Ordering::SeqCst);
+        if self.parked.swap(false, Ordering::SeqCst) {
+            // Nothing useful to do if the poke fails: the runtime is gone.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Called by the runtime just before blocking in the I/O wait. Returns
+    /// false if a remote wake-up is already pending (then don't block).
+    pub(crate) fn park(&self) -> bool {
+        self.parked.store(true, Ordering::SeqCst);
+        if self.pending.load(Ordering::SeqCst) {
+            self.parked.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn unpark(&self) {
+        self.parked.store(false, Ordering::SeqCst);
+    }
+
+    /// Moves remote wake-ups into `out`. Cheap when there are none.
+    pub(crate) fn drain_remote(&self, out: &mut Vec<TaskId>) {
+        if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::AcqRel) {
+            out.append(&mut self.remote.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+}
+
+/// The fixed-size front of every task allocation.
+#[repr(C)]
+pub(crate) struct Header {
+    pub(crate) id: TaskId,
+    /// True from the moment the task is queued until the step that runs it
+    /// begins.
+    pub(crate) scheduled: AtomicBool,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Header {
+    /// Schedules the task from any thread.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        if let Some(core) = Core::try_current() {
+            if Arc::ptr_eq(&core.shared, &self.shared) {
+                // Same thread as the runtime: the flag can be read without
+                // synchronisation first, which skips the atomic swap when
+                // the task is already queued.
+                if !self.scheduled.load(Ordering::Relaxed) && !self.scheduled.swap(true, Ordering::AcqRel) {
+                    core.push_runnable(self.id);
+                }
+                return;
+            }
+        }
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.shared.push_remote(self.id);
+        }
+    }
+}
+
+/// A task's allocation: header first (so a waker can read it without knowing
+/// `F`), then the future, which is dropped as soon as it completes.
+#[repr(C)]
+pub(crate) struct Task<F> {
+    header: Header,
+    future: UnsafeCell<Option<F>>,
+}
+
+/// What the scheduler needs of a task, whatever its future's type.
+pub(crate) trait RawTask {
+    fn header(&self) -> &Header;
+
+    /// Polls the future once; true when it has completed (and been dropped).
+    ///
+    /// # Safety
+    /// Only the runtime thread may call this, never re-entrantly for the same
+    /// task, and only while the runtime holds its `Arc` to the task.
+    unsafe fn poll_task(&self) -> bool;
+
+    /// Drops the future if it has not completed (runtime teardown).
+    ///
+    /// # Safety
+    /// As for `poll_task`.
+    unsafe fn drop_future(&self);
+}
+
+impl<F: Future<Output = ()> + 'static> Task<F> {
+    const VTABLE: RawWakerVTable =
+        RawWakerVTable::new(Self::waker_clone, Self::waker_wake, Self::waker_wake_by_ref, Self::waker_drop);
+
+    pub(crate) fn allocate(id: TaskId, shared: &Arc<Shared>, future: F) -> Arc<Task<F>> {
+        shared.live_allocations.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Task {
+            header: Header { id, scheduled: AtomicBool::new(true), shared: shared.clone() },
+            future: UnsafeCell::new(Some(future)),
+        })
+    }
+
+    // SAFETY (all four): `ptr` is always `Arc::as_ptr` of an `Arc<Task<F>>`
+    // that is kept alive by the waker being operated on (one strong count
+    // per live `Waker`), because wakers are only made by `poll_task` (from
+    // the runtime's own count, wrapped in ManuallyDrop so it is never
+    // released) and by `waker_clone` (which takes a count of its own).
+    unsafe fn waker_clone(ptr: *const ()) -> RawWaker {
+        // SAFETY: see above; the count we add is released by `waker_drop`.
+        unsafe { Arc::increment_strong_count(ptr as *const Task<F>) };
+        RawWaker::new(ptr, &Self::VTABLE)
+    }
+
+    unsafe fn waker_wake(ptr: *const ()) {
+        // SAFETY: see above; this consumes the waker's own count.
+        unsafe {
+            Self::waker_wake_by_ref(ptr);
+            Self::waker_drop(ptr);
+        }
+    }
+
+    unsafe fn waker_wake_by_ref(ptr: *const ()) {
+        // SAFETY: see above; `Header` is the first field of a `repr(C)`
+        // struct, so the pointer to the task is a pointer to its header, and
+        // the header is only read through atomics and `Arc`s, which are Sync.
+        let header = unsafe { &*(ptr as *const Header) };
+        header.wake();
+    }
+
+    unsafe fn waker_drop(ptr: *const ()) {
+        // SAFETY: see above; releases the waker's own count. If it is the
+        // last, the allocation is freed here, possibly on another thread.
+        // That is sound although `F` need not be `Send`: the runtime holds
+        // a count until the future has completed or been torn down, and it
+        // drops the future (sets it to `None`) on its own thread first, so
+        // no `F` is ever dropped or touched elsewhere.
+        unsafe { drop(Arc::from_raw(ptr as *const Task<F>)) };
+    }
+}
+
+impl<F: Future<Output = ()> + 'static> RawTask for Task<F> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    unsafe fn poll_task(&self) -> bool {
+        let ptr = self as *const Task<F> as *const ();
+        // SAFETY: `self` lives inside an `Arc<Task<F>>` held by the runtime
+        // for the whole step, so `ptr` satisfies the vtable's contract. The
+        // waker is ManuallyDrop: it borrows that count instead of owning one.
+        let waker = ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(ptr, &Self::VTABLE)) });
+        let mut cx = Context::from_waker(&waker);
+        // SAFETY: the caller guarantees we are on the runtime thread and not
+        // re-entrant, so this is the only access to the cell right now. The
+        // future is never moved out of the Arc allocation, so pinning holds.
+        let slot = unsafe { &mut *self.future.get() };
+        let done = match slot.as_mut() {
+            Some(fut) => unsafe { Pin::new_unchecked(fut) }.poll(&mut cx).is_ready(),
+            None => return true,
+        };
+        if done {
+            *slot = None;
+        }
+        done
+    }
+
+    unsafe fn drop_future(&self) {
+        // SAFETY: as in `poll_task`, this is the only access to the cell.
+        unsafe { *self.future.get() = None };
+    }
+}
+
+impl<F> Drop for Task<F> {
+    fn drop(&mut self) {
+        self.header.shared.live_allocations.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The main future is polled from `run`'s own stack frame (it need not be
+/// `'static`), but it still needs a task allocation to make wakers from.
+pub(crate) struct MainTask;
+
+impl Future for MainTask {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+/// A waker for the main task, from its placeholder allocation.
+pub(crate) fn main_waker(task: &Arc<Task<MainTask>>) -> Waker {
+    let ptr = Arc::into_raw(task.clone()) as *const ();
+    // SAFETY: `ptr` comes from `Arc::into_raw`, whose count this waker owns
+    // and `waker_drop` releases: the vtable's contract.
+    unsafe { Waker::from_raw(RawWaker::new(ptr, &Task::<MainTask>::VTABLE)) }
+}

@@ -1,0 +1,175 @@
+//! Sleeping and reading the clock.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::clock::Instant;
+use crate::error::Cancelled;
+use crate::runtime::Core;
+use crate::timers::TimerAction;
+
+/// The current time on the run's clock.
+///
+/// # Panics
+/// Outside [`run`](crate::run).
+pub fn current_time() -> Instant {
+    Core::current().now()
+}
+
+/// Sleeps for `duration` (measured from the first poll). A checkpoint: it
+/// reports `Err(Cancelled)` if cancelled before or while sleeping, and
+/// `sleep(Duration::ZERO)` still lets other tasks run (rule C10).
+///
+/// ```
+/// use std::time::Duration;
+/// trioxide::run(async {
+///     trioxide::sleep(Duration::from_millis(1)).await
+/// }).unwrap();
+/// ```
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep { when: When::After(duration), state: SleepState::New }
+}
+
+/// Sleeps until the clock reaches `deadline`; a checkpoint like [`sleep`].
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep { when: When::At(deadline), state: SleepState::New }
+}
+
+/// Sleeps until cancelled. The only way out is `Err(Cancelled)`, so
+/// `sleep_forever().await?` ends the function.
+///
+/// ```
+/// use trioxide::{run, move_on_after, sleep_forever, Cancelled, Builder, MockClock};
+/// use std::time::Duration;
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// let r = Builder::new().clock(clock).run(move_on_after(Duration::from_secs(1), async {
+///     sleep_forever().await?;
+///     Ok::<(), Cancelled>(())
+/// }));
+/// assert_eq!(r, Ok(None));
+/// ```
+pub fn sleep_forever() -> SleepForever {
+    SleepForever { inner: sleep_until(Instant::FAR_FUTURE) }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum When {
+    After(Duration),
+    At(Instant),
+}
+
+#[derive(Debug)]
+enum SleepState {
+    New,
+    /// The deadline had already passed: yielded once, like a checkpoint.
+    Yielded,
+    /// Waiting on a timer (`None`: no deadline, waiting for cancellation).
+    Waiting(Option<usize>),
+    Done,
+}
+
+/// The future of [`sleep`] and [`sleep_until`].
+#[derive(Debug)]
+#[must_use = "a sleep does nothing unless awaited"]
+pub struct Sleep {
+    when: When,
+    state: SleepState,
+}
+
+impl Future for Sleep {
+    type Output = Result<(), Cancelled>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let core = Core::current();
+        match self.state {
+            SleepState::New => {
+                if core.is_cancelled() {
+                    self.state = SleepState::Done;
+                    return Poll::Ready(Err(Cancelled));
+                }
+                let deadline = match self.when {
+                    When::After(d) => core.now() + d,
+                    When::At(t) => t,
+                };
+                if deadline == Instant::FAR_FUTURE {
+                    self.state = SleepState::Waiting(None);
+                } else if deadline <= core.now() {
+                    self.state = SleepState::Yielded;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                } else {
+                    let key = core.timers.borrow_mut().insert(deadline, TimerAction::Wake(Some(cx.waker().clone())));
+                    self.state = SleepState::Waiting(Some(key));
+                }
+                core.waiting_on.set("sleep");
+                Poll::Pending
+            }
+            SleepState::Yielded => {
+                self.state = SleepState::Done;
+                if core.is_cancelled() {
+                    Poll::Ready(Err(Cancelled))
+                } else {
+                    Poll::Ready(Ok(()))
+                }
+            }
+            SleepState::Waiting(timer) => {
+                // A timer that already fired wins over a cancellation that
+                // came later: the result was delivered (rule C15).
+                if let Some(key) = timer {
+                    let mut timers = core.timers.borrow_mut();
+                    if timers.is_fired(key) {
+                        timers.remove(key);
+                        self.state = SleepState::Done;
+                        return Poll::Ready(Ok(()));
+                    }
+                    if !core.is_cancelled() {
+                        timers.set_waker(key, cx.waker());
+                    }
+                }
+                if core.is_cancelled() {
+                    if let Some(key) = timer {
+                        core.timers.borrow_mut().remove(key);
+                    }
+                    self.state = SleepState::Done;
+                    return Poll::Ready(Err(Cancelled));
+                }
+                core.waiting_on.set("sleep");
+                Poll::Pending
+            }
+            SleepState::Done => panic!("sleep polled after completion"),
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let SleepState::Waiting(Some(key)) = self.state {
+            if let Some(core) = Core::try_current() {
+                core.timers.borrow_mut().remove(key);
+            }
+        }
+    }
+}
+
+/// The future of [`sleep_forever`].
+#[derive(Debug)]
+#[must_use = "a sleep does nothing unless awaited"]
+pub struct SleepForever {
+    inner: Sleep,
+}
+
+impl Future for SleepForever {
+    type Output = Result<Infallible, Cancelled>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.inner).poll(cx) {
+            Poll::Ready(Err(c)) => Poll::Ready(Err(c)),
+            Poll::Ready(Ok(())) => unreachable!("a sleep with no deadline never completes"),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
