@@ -94,7 +94,6 @@ impl Core {
         if self.has_instruments.get() {
             self.each_instrument(|i| i.after_run());
         }
-        drop(poll_main);
         match output {
             Some(Ok(v)) => v,
             Some(Err(panic)) => resume_unwind(panic),
