@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use pin_project_lite::pin_project;
 
 use crate::cancel::{check_nesting, raw, CancelScope, ScopeNode};
-use crate::error::{BoxError, Cancellation, Cancelled, MultiError, NurseryClosed};
+use crate::error::{BoxError, Cancellation, MultiError, NurseryClosed};
 use crate::runtime::Core;
 use crate::task::TaskId;
 
@@ -273,15 +273,7 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
-    OpenNursery {
-        body_fn: Some(body),
-        body: None,
-        inner: None,
-        value: None,
-        yielded: false,
-        cancel_recorded: false,
-        done: false,
-    }
+    OpenNursery { body_fn: Some(body), body: None, inner: None, value: None, yielded: false, done: false }
 }
 
 pin_project! {
@@ -294,7 +286,6 @@ pin_project! {
         inner: Option<Rc<NurseryInner>>,
         value: Option<T>,
         yielded: bool,
-        cancel_recorded: bool,
         done: bool,
     }
 
@@ -399,13 +390,10 @@ where
                 *this.done = true;
                 return Poll::Ready(close(&inner, this.value.take()));
             }
-            // Waiting for children. If our status is cancelled meanwhile,
-            // that cancellation is recorded like a failure of the body (as
-            // Trio's aborted wait does), but we go on waiting.
-            if inner.scope.effectively_cancelled.get() && !*this.cancel_recorded {
-                *this.cancel_recorded = true;
-                inner.errors.borrow_mut().push(Box::new(Cancelled));
-            }
+            // Waiting for children. A cancellation arriving now is not an
+            // error of the nursery (Trio gh-1457): the children see it and
+            // report their own `Cancelled` if they fail because of it; the
+            // wait just goes on until they are done.
             let mut w = inner.waker.borrow_mut();
             match &*w {
                 Some(old) if old.will_wake(cx.waker()) => {}

@@ -48,6 +48,8 @@ struct StartShared<V> {
     value: RefCell<Option<V>>,
     outcome: RefCell<Option<Outcome>>,
     waker: RefCell<Option<Waker>>,
+    /// `started` was called while the caller was cancelled, so ignored.
+    started_while_cancelled: Cell<bool>,
 }
 
 impl<V> StartShared<V> {
@@ -107,7 +109,11 @@ impl<V> TaskStatus<V> {
     /// caller, which gets `Cancelled`.
     pub fn started(self, value: V) {
         let s = &*self.shared;
-        if s.state.get() != State::Waiting || s.root.effectively_cancelled.get() {
+        if s.state.get() != State::Waiting {
+            return;
+        }
+        if s.root.effectively_cancelled.get() {
+            s.started_while_cancelled.set(true);
             return;
         }
         *s.value.borrow_mut() = Some(value);
@@ -210,6 +216,7 @@ where
                     value: RefCell::new(None),
                     outcome: RefCell::new(None),
                     waker: RefCell::new(None),
+                    started_while_cancelled: Cell::new(false),
                 });
                 let spawn = this.spawn.take().expect("start spawn function taken twice");
                 let task = spawn(TaskStatus { shared: shared.clone() });
@@ -230,10 +237,14 @@ where
             }
             State::Exited => {
                 *this.done = true;
+                // The cancel may have reached the child before this future
+                // was polled again (same pass, reversed batch), so look at
+                // every trace of it, not only what this future saw.
+                let cancelled = *this.saw_cancel || shared.started_while_cancelled.get() || core.is_cancelled();
                 match shared.outcome.borrow_mut().take() {
                     Some(Outcome::Err(e)) => Poll::Ready(Err(e)),
                     Some(Outcome::Panic(p)) => resume_unwind(p),
-                    Some(Outcome::Ok) | None if *this.saw_cancel => Poll::Ready(Err(Box::new(Cancelled))),
+                    Some(Outcome::Ok) | None if cancelled => Poll::Ready(Err(Box::new(Cancelled))),
                     Some(Outcome::Ok) | None => Poll::Ready(Err(Box::new(StartError::NotStarted))),
                 }
             }
