@@ -174,20 +174,24 @@ impl ScopeNode {
         self.attach(parent);
         self.owner.set(core.current_task.get());
         self.state.set(State::Entered);
-        if let Some(rel) = self.relative.take() {
-            // Rule C11: a relative deadline is fixed when the scope is entered.
-            let d = core.now() + rel;
-            if d < self.deadline.get() {
-                self.deadline.set(d);
+        let relative = self.relative.take();
+        if relative.is_some() || self.deadline.get() != Instant::FAR_FUTURE {
+            let now = core.now();
+            if let Some(rel) = relative {
+                // Rule C11: a relative deadline is fixed when the scope is entered.
+                let d = now + rel;
+                if d < self.deadline.get() {
+                    self.deadline.set(d);
+                }
             }
+            self.arm_deadline(core, now);
         }
-        self.arm_deadline(core);
         self.effectively_cancelled.set(self.cancel_called.get() || self.parent_cancellation_is_visible());
     }
 
     /// Registers (or moves, or removes) the timer for our deadline; a
     /// deadline already passed cancels at once.
-    fn arm_deadline(self: &Rc<Self>, core: &Core) {
+    fn arm_deadline(self: &Rc<Self>, core: &Core, now: Instant) {
         let deadline = self.deadline.get();
         let mut timers = core.timers.borrow_mut();
         if deadline == Instant::FAR_FUTURE || self.cancel_called.get() {
@@ -196,7 +200,7 @@ impl ScopeNode {
             }
             return;
         }
-        if deadline <= core.now() {
+        if deadline <= now {
             if let Some(k) = self.timer.take() {
                 timers.remove(k);
             }
@@ -271,11 +275,11 @@ impl ScopeNode {
             if let Some(core) = Core::try_current() {
                 let owner = self.owner.get();
                 if owner != TaskId::NONE {
-                    core.wake_task(owner);
+                    core.wake_task(owner, false);
                 }
                 let tasks: Vec<TaskId> = self.tasks.borrow().iter().map(|(_, &t)| t).collect();
                 for t in tasks {
-                    core.wake_task(t);
+                    core.wake_task(t, false);
                 }
             }
         }
@@ -409,7 +413,8 @@ impl CancelScope {
         self.node.deadline.set(deadline);
         self.node.relative.set(None);
         if self.node.state.get() == State::Entered {
-            self.node.arm_deadline(Core::current());
+            let core = Core::current();
+            self.node.arm_deadline(core, core.now());
         }
     }
 

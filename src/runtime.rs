@@ -110,13 +110,20 @@ impl Core {
         }
     }
 
-    /// Wakes a task by id (used by cancellation, which wakes whole tasks).
-    pub(crate) fn wake_task(&self, id: TaskId) {
+    /// Wakes a task by id on the runtime thread (cancellation wakes whole
+    /// tasks; remote wake-ups arrive as ids). `from_remote` also clears the
+    /// task's remote flag, with the Acquire that makes the remote thread's
+    /// writes visible.
+    pub(crate) fn wake_task(&self, id: TaskId, from_remote: bool) {
         let tasks = self.tasks.borrow();
         if let Some(slot) = tasks.get(id.key()) {
             if slot.gen == id.gen() {
                 let header: &Header = slot.task.header();
-                if !header.scheduled.swap(true, Ordering::AcqRel) {
+                if from_remote {
+                    header.remote_scheduled.swap(false, Ordering::Acquire);
+                }
+                if !header.scheduled.load(Ordering::Relaxed) {
+                    header.scheduled.store(true, Ordering::Relaxed);
                     drop(tasks);
                     self.push_runnable(id);
                 }

@@ -40,7 +40,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::runtime::Core;
-use crate::task::{main_waker, MainTask, RawTask, Task, TaskId};
+use crate::task::{main_waker, Header, MainTask, RawTask, Task, TaskId};
 use crate::timers::Fired;
 
 /// Task steps after which runnable tasks must let the I/O driver look for
@@ -116,9 +116,12 @@ impl Core {
         // `remove_task` below, after the poll; the allocation does not move
         // when the slab grows.
         let task: &dyn RawTask = unsafe { &*task };
+        // SAFETY: every task is a `repr(C)` `Task<F>` whose first field is
+        // its `Header`, so the data pointer is the header's address. (This
+        // skips a virtual call per step.)
+        let header = unsafe { &*(task as *const dyn RawTask as *const Header) };
         // Clear before polling so a wake-up during the poll queues it again.
-        // A swap (not a store) so that it synchronises with remote wakers.
-        task.header().scheduled.swap(false, std::sync::atomic::Ordering::Acquire);
+        header.scheduled.store(false, std::sync::atomic::Ordering::Relaxed);
         self.current_task.set(id);
         self.current_status.set(root);
         self.waiting_on.set("");
@@ -180,7 +183,7 @@ impl Core {
         }
         self.shared.drain_remote(&mut scratch.remote);
         for id in scratch.remote.drain(..) {
-            self.push_runnable(id);
+            self.wake_task(id, true);
         }
     }
 
@@ -217,7 +220,7 @@ impl Core {
         self.shared.drain_remote(&mut probe);
         let any = !probe.is_empty();
         for id in probe {
-            self.push_runnable(id);
+            self.wake_task(id, true);
         }
         any
     }

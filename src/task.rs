@@ -12,8 +12,11 @@
 //!   queue, plus a `mio::Waker` poke if the runtime is blocked in the I/O
 //!   wait.
 //!
-//! Either way, the `scheduled` flag makes a task woken twice before it runs
-//! appear once in the queue (rule S4).
+//! Either way a task woken twice before it runs appears once in the queue
+//! (rule S4). Two flags make that cheap: `scheduled`, read and written only
+//! by the runtime thread (plain loads and stores, no atomic read-modify-write
+//! on the hot path), and `remote_scheduled`, swapped by other threads so
+//! that each task sits in the remote queue at most once.
 
 use std::cell::UnsafeCell;
 use std::future::Future;
@@ -126,8 +129,13 @@ impl Shared {
 pub(crate) struct Header {
     pub(crate) id: TaskId,
     /// True from the moment the task is queued until the step that runs it
-    /// begins.
+    /// begins. Only the runtime thread touches it (an atomic only so that the
+    /// header is `Sync`; every access is a relaxed load or store).
     pub(crate) scheduled: AtomicBool,
+    /// True while the task sits in `Shared::remote`; swapped by remote
+    /// wakers (Release) and by the runtime when it drains (Acquire), so what
+    /// the waking thread wrote is visible to the task's next poll.
+    pub(crate) remote_scheduled: AtomicBool,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -137,16 +145,16 @@ impl Header {
     pub(crate) fn wake(&self) {
         if let Some(core) = Core::try_current() {
             if Arc::ptr_eq(&core.shared, &self.shared) {
-                // Same thread as the runtime: the flag can be read without
-                // synchronisation first, which skips the atomic swap when
-                // the task is already queued.
-                if !self.scheduled.load(Ordering::Relaxed) && !self.scheduled.swap(true, Ordering::AcqRel) {
+                // Same thread as the runtime: no other thread writes this
+                // flag, so a plain load and store suffice.
+                if !self.scheduled.load(Ordering::Relaxed) {
+                    self.scheduled.store(true, Ordering::Relaxed);
                     core.push_runnable(self.id);
                 }
                 return;
             }
         }
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
+        if !self.remote_scheduled.swap(true, Ordering::AcqRel) {
             self.shared.push_remote(self.id);
         }
     }
@@ -185,7 +193,12 @@ impl<F: Future<Output = ()> + 'static> Task<F> {
     pub(crate) fn allocate(id: TaskId, shared: &Arc<Shared>, future: F) -> Arc<Task<F>> {
         shared.live_allocations.fetch_add(1, Ordering::Relaxed);
         Arc::new(Task {
-            header: Header { id, scheduled: AtomicBool::new(true), shared: shared.clone() },
+            header: Header {
+                id,
+                scheduled: AtomicBool::new(true),
+                remote_scheduled: AtomicBool::new(false),
+                shared: shared.clone(),
+            },
             future: UnsafeCell::new(Some(future)),
         })
     }

@@ -91,13 +91,18 @@ impl Future for Sleep {
                     self.state = SleepState::Done;
                     return Poll::Ready(Err(Cancelled));
                 }
-                let deadline = match self.when {
-                    When::After(d) => core.now() + d,
-                    When::At(t) => t,
+                let (deadline, now) = match self.when {
+                    When::After(d) if d.is_zero() => (Instant::ZERO, Instant::ZERO),
+                    When::After(d) => {
+                        let now = core.now();
+                        (now + d, now)
+                    }
+                    When::At(Instant::FAR_FUTURE) => (Instant::FAR_FUTURE, Instant::ZERO),
+                    When::At(t) => (t, core.now()),
                 };
                 if deadline == Instant::FAR_FUTURE {
                     self.state = SleepState::Waiting(None);
-                } else if deadline <= core.now() {
+                } else if deadline <= now {
                     self.state = SleepState::Yielded;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
