@@ -184,7 +184,12 @@ impl ScopeNode {
                     self.deadline.set(d);
                 }
             }
-            self.arm_deadline(core, now);
+            // The timer itself is armed only if the body blocks
+            // (`arm_if_blocked`): deadlines are expired between passes, so a
+            // body that finishes in its first poll never needs one.
+            if self.deadline.get() <= now {
+                self.cancel();
+            }
         }
         self.effectively_cancelled.set(self.cancel_called.get() || self.parent_cancellation_is_visible());
     }
@@ -211,6 +216,16 @@ impl ScopeNode {
         match self.timer.get() {
             Some(k) => timers.reset(k, deadline),
             None => self.timer.set(Some(timers.insert(deadline, TimerAction::CancelScope(Rc::downgrade(self))))),
+        }
+    }
+
+    /// Arms the deadline timer the first time the body blocks.
+    #[inline]
+    fn arm_if_blocked(self: &Rc<Self>, core: &Core) {
+        if self.timer.get().is_none() && self.deadline.get() != Instant::FAR_FUTURE && !self.cancel_called.get() {
+            let key =
+                core.timers.borrow_mut().insert(self.deadline.get(), TimerAction::CancelScope(Rc::downgrade(self)));
+            self.timer.set(Some(key));
         }
     }
 
@@ -506,14 +521,17 @@ where
                 this.node.enter(core, prev);
                 *this.phase = Phase::Inside;
             }
-            Phase::Inside => check_nesting(this.node, prev),
+            Phase::Inside => check_nesting(this.node, core, prev),
             Phase::Done => panic!("cancel scope future polled after completion"),
         }
         core.current_status.set(Rc::as_ptr(this.node));
         let out = this.body.poll(cx);
         core.current_status.set(prev);
         match out {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                this.node.arm_if_blocked(core);
+                Poll::Pending
+            }
             Poll::Ready(out) => {
                 *this.phase = Phase::Done;
                 Poll::Ready(finish(this.node, out))
@@ -522,9 +540,16 @@ where
     }
 }
 
-/// Panics if a scope is polled under a different status than it entered in.
+/// Panics if a scope is polled by another task than the one that entered it
+/// (rule C7), or under a different status than it entered in (C16).
 #[inline]
-pub(crate) fn check_nesting(node: &ScopeNode, current: *const ScopeNode) {
+pub(crate) fn check_nesting(node: &ScopeNode, core: &Core, current: *const ScopeNode) {
+    if node.owner.get() != core.current_task.get() {
+        panic!(
+            "a CancelScope was entered by one task and polled by another; \
+             a cancel scope belongs to the task that entered it"
+        );
+    }
     if node.parent_ptr.get() != current {
         panic!(
             "cancel scope misnesting: a scope was polled outside the scope it was entered in; \

@@ -330,7 +330,7 @@ where
         let outer = core.current_status_ptr();
         let inner = match this.inner.as_ref() {
             Some(inner) => {
-                check_nesting(&inner.scope, outer);
+                check_nesting(&inner.scope, core, outer);
                 inner.clone()
             }
             None => {

@@ -77,6 +77,8 @@ pub(crate) struct Core {
     pub(crate) main_id: Cell<TaskId>,
     /// Task steps since the I/O driver was last polled.
     pub(crate) steps_since_io: Cell<u32>,
+    /// Blocking waits left that may spin for a cross-thread wake-up.
+    pub(crate) remote_streak: Cell<u8>,
 }
 
 impl Core {
@@ -303,6 +305,7 @@ impl Builder {
             system_scope: ScopeNode::new_root(),
             main_id: Cell::new(TaskId::NONE),
             steps_since_io: Cell::new(0),
+            remote_streak: Cell::new(0),
         });
         let guard = ContextGuard::enter(&core);
         core.clock.start_clock();
