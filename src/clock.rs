@@ -260,11 +260,16 @@ impl Clock for MockClock {
     }
 
     fn deadline_to_sleep_time(&self, deadline: Instant) -> Option<Duration> {
+        let now = self.current_time();
+        if deadline <= now {
+            // Already due (e.g. after a manual jump): don't sleep at all.
+            return Some(Duration::ZERO);
+        }
         let rate = self.inner.rate.get();
         if rate == 0.0 || deadline == Instant::FAR_FUTURE {
             return None;
         }
-        let virt = deadline.saturating_duration_since(self.current_time());
+        let virt = deadline.saturating_duration_since(now);
         Some(Duration::from_secs_f64(virt.as_secs_f64() / rate))
     }
 

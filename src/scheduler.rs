@@ -225,7 +225,12 @@ impl Core {
                 return;
             }
         }
-        let timeout = next.and_then(|d| self.clock.deadline_to_sleep_time(d));
+        let timeout = match next {
+            // A deadline already due never blocks, whatever the clock says.
+            Some(d) if d <= self.now() => Some(Duration::ZERO),
+            Some(d) => self.clock.deadline_to_sleep_time(d),
+            None => None,
+        };
         self.wait_io(timeout);
     }
 
