@@ -219,12 +219,20 @@ impl ScopeNode {
         }
     }
 
-    /// Arms the deadline timer the first time the body blocks.
+    /// Arms the deadline timer the first time the body blocks. The common
+    /// case (no deadline, or already armed) is one compare, inline.
     #[inline]
     fn arm_if_blocked(self: &Rc<Self>, core: &Core) {
-        if self.timer.get().is_none() && self.deadline.get() != Instant::FAR_FUTURE && !self.cancel_called.get() {
-            let key =
-                core.timers.borrow_mut().insert(self.deadline.get(), TimerAction::CancelScope(Rc::downgrade(self)));
+        if self.deadline.get() != Instant::FAR_FUTURE && self.timer.get().is_none() {
+            self.arm_now(core);
+        }
+    }
+
+    #[inline(never)]
+    fn arm_now(self: &Rc<Self>, core: &Core) {
+        if !self.cancel_called.get() {
+            let action = TimerAction::CancelScope(Rc::downgrade(self));
+            let key = core.timers.borrow_mut().insert(self.deadline.get(), action);
             self.timer.set(Some(key));
         }
     }
@@ -544,18 +552,24 @@ where
 /// (rule C7), or under a different status than it entered in (C16).
 #[inline]
 pub(crate) fn check_nesting(node: &ScopeNode, core: &Core, current: *const ScopeNode) {
-    if node.owner.get() != core.current_task.get() {
+    if node.owner.get() != core.current_task.get() || node.parent_ptr.get() != current {
+        misnested(node.owner.get() != core.current_task.get());
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn misnested(other_task: bool) -> ! {
+    if other_task {
         panic!(
             "a CancelScope was entered by one task and polled by another; \
              a cancel scope belongs to the task that entered it"
         );
     }
-    if node.parent_ptr.get() != current {
-        panic!(
-            "cancel scope misnesting: a scope was polled outside the scope it was entered in; \
-             a cancel scope must be awaited where it was first polled"
-        );
-    }
+    panic!(
+        "cancel scope misnesting: a scope was polled outside the scope it was entered in; \
+         a cancel scope must be awaited where it was first polled"
+    );
 }
 
 /// Exits `node` and decides what its body's outcome becomes.
