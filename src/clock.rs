@@ -312,7 +312,10 @@ mod tests {
         assert_eq!(c.current_time(), Instant::ZERO);
         c.jump(Duration::from_secs(2));
         assert_eq!(c.current_time(), Instant::ZERO + Duration::from_secs(2));
-        assert_eq!(c.deadline_to_sleep_time(Instant::from_nanos(5)), None);
+        // Standing still, it can never reach a future deadline by itself...
+        assert_eq!(c.deadline_to_sleep_time(Instant::ZERO + Duration::from_secs(3)), None);
+        // ...but a deadline already passed needs no sleep at all.
+        assert_eq!(c.deadline_to_sleep_time(Instant::from_nanos(5)), Some(Duration::ZERO));
     }
 
     #[test]
