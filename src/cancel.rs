@@ -138,8 +138,9 @@ impl ScopeNode {
         *self.parent.borrow_mut() = Some(parent);
     }
 
-    /// Unlinks this node from its parent.
-    fn detach(&self) {
+    /// Unlinks this node from its parent (also how a `start`ed task's root
+    /// leaves the tree when the task ends).
+    pub(crate) fn detach(&self) {
         if let Some(parent) = self.parent.borrow_mut().take() {
             parent.children.borrow_mut().try_remove(self.parent_reg.get());
         }
@@ -624,12 +625,5 @@ pub(crate) fn current_status_rc(core: &Core) -> Rc<ScopeNode> {
     unsafe {
         Rc::increment_strong_count(p);
         Rc::from_raw(p)
-    }
-}
-
-impl ScopeNode {
-    /// Unlinks a task root from the tree when its task ends.
-    pub(crate) fn detach_root(&self) {
-        self.detach();
     }
 }

@@ -124,11 +124,9 @@ impl Core {
                 if from_remote {
                     header.remote_scheduled.swap(false, Ordering::Acquire);
                 }
-                if !header.scheduled.load(Ordering::Relaxed) {
-                    header.scheduled.store(true, Ordering::Relaxed);
-                    drop(tasks);
-                    self.push_runnable(id);
-                }
+                let task = slot.task.clone();
+                drop(tasks);
+                task.header().schedule_local(self);
             }
         }
     }

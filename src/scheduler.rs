@@ -213,7 +213,7 @@ impl Core {
             // for anything else that could make a task runnable.
             let wait = if has_waiters || deadline_due { Duration::ZERO } else { autojump.unwrap_or_default() };
             let events = self.wait_io(Some(wait));
-            let quiet = events == 0 && self.runq.borrow().is_empty() && !self.shared_pending() && !deadline_due;
+            let quiet = events == 0 && self.runq.borrow().is_empty() && !self.shared.has_pending() && !deadline_due;
             if !quiet {
                 return;
             }
@@ -232,16 +232,6 @@ impl Core {
             None => None,
         };
         self.wait_io(timeout);
-    }
-
-    fn shared_pending(&self) -> bool {
-        let mut probe = Vec::new();
-        self.shared.drain_remote(&mut probe);
-        let any = !probe.is_empty();
-        for id in probe {
-            self.wake_task(id, true);
-        }
-        any
     }
 
     /// Polls the I/O driver; returns the number of events.

@@ -62,7 +62,7 @@ impl<V> StartShared<V> {
 
 impl<V> StartLink for StartShared<V> {
     fn child_finished(&self, outcome: Outcome) {
-        self.root.detach_root();
+        self.root.detach();
         match self.state.get() {
             State::Started => self.target.child_finished(outcome),
             State::Waiting => {

@@ -133,6 +133,11 @@ impl Shared {
         self.parked.store(false, Ordering::SeqCst);
     }
 
+    /// Whether remote wake-ups wait to be drained (one load).
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     /// Moves remote wake-ups into `out`. Cheap when there are none.
     pub(crate) fn drain_remote(&self, out: &mut Vec<TaskId>) {
         if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::AcqRel) {
@@ -157,17 +162,22 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// Schedules the task from the runtime's own thread. No other thread
+    /// writes `scheduled`, so a plain load and store suffice.
+    #[inline]
+    pub(crate) fn schedule_local(&self, core: &Core) {
+        if !self.scheduled.load(Ordering::Relaxed) {
+            self.scheduled.store(true, Ordering::Relaxed);
+            core.push_runnable(self.id);
+        }
+    }
+
     /// Schedules the task from any thread.
     #[inline]
     pub(crate) fn wake(&self) {
         if let Some(core) = Core::try_current() {
             if Arc::ptr_eq(&core.shared, &self.shared) {
-                // Same thread as the runtime: no other thread writes this
-                // flag, so a plain load and store suffice.
-                if !self.scheduled.load(Ordering::Relaxed) {
-                    self.scheduled.store(true, Ordering::Relaxed);
-                    core.push_runnable(self.id);
-                }
+                self.schedule_local(core);
                 return;
             }
         }
