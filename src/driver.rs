@@ -1,41 +1,116 @@
-//! The I/O driver: one `mio::Poll` (epoll on Linux) per run.
+//! The I/O driver: one `mio::Poll` (epoll on Linux) per run, the table of
+//! registered sources, and the dispatch of readiness events to them.
 //!
-//! Today it carries the cross-thread `mio::Waker` and is where the scheduler
-//! blocks while waiting for the next deadline; socket readiness (registered
-//! once per fd, with cached readiness) builds on it in the I/O layer.
+//! A source is registered **once**, edge-triggered, for both directions, the
+//! first time a task has to wait on it ([`Driver::register`]). From then on
+//! its readiness lives in its [`IoState`] (see `readiness.rs`): events set
+//! bits there and wake the waiting task; the task clears a bit only when the
+//! kernel said `WouldBlock` (or a read came back short). A task that waits
+//! again on the same socket (every read loop) therefore makes no
+//! `epoll_ctl` call at all.
+//!
+//! Sources are never deregistered when they close: closing an fd removes it
+//! from every epoll set by itself (when the last descriptor of the open file
+//! goes), so [`Driver::forget`] only frees the table slot. Raw fds handed to
+//! [`wait_readable`](crate::wait_readable) are the exception: the caller owns
+//! them and may keep them open after [`notify_closing`](crate::notify_closing),
+//! so those are deregistered explicitly.
 
+use std::collections::HashMap;
 use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::task::Waker;
 use std::time::Duration;
 
-use mio::{Events, Poll, Token};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
 
-/// The token of the cross-thread waker. Sources use tokens below it.
+use crate::readiness::IoState;
+
+/// The token of the cross-thread waker. Sources use their slab key.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 
-/// Events fetched per `epoll_wait`. 1024 matches mio's examples and Trio's
-/// default `max_events`-free loop fetches about as many; more ready fds than
-/// this are picked up by the next wait, which comes at once.
+/// Events fetched per `epoll_wait`. 1024 matches mio's examples; more ready
+/// fds than this are picked up by the next wait, which comes at once because
+/// edge-triggered events stay queued in the kernel until fetched.
 const EVENTS_CAPACITY: usize = 1024;
 
 pub(crate) struct Driver {
     poll: Poll,
     events: Events,
-    /// Registered I/O sources. While zero, the scheduler never calls
-    /// `epoll_wait` with a zero timeout: there is nothing it could report
-    /// except remote wake-ups, which have their own flag.
-    pub(crate) sources: usize,
+    /// Registered sources by token. An `Rc` each: the socket object holds
+    /// the other reference, so a closed socket's state outlives any event
+    /// already fetched for it.
+    sources: Slab<Rc<IoState>>,
+    /// Raw fds waited on through `wait_readable` / `wait_writable`.
+    raw: HashMap<RawFd, Rc<IoState>>,
 }
 
 impl Driver {
     pub(crate) fn new() -> io::Result<(Driver, mio::Waker)> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
-        Ok((Driver { poll, events: Events::with_capacity(EVENTS_CAPACITY), sources: 0 }, waker))
+        let driver =
+            Driver { poll, events: Events::with_capacity(EVENTS_CAPACITY), sources: Slab::new(), raw: HashMap::new() };
+        Ok((driver, waker))
     }
 
-    /// Waits for readiness up to `timeout` (`None`: forever). Returns the
-    /// number of events seen (the waker's included).
-    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> usize {
+    /// Whether any source is registered. While none is, the scheduler never
+    /// polls epoll with a zero timeout: there would be nothing to report but
+    /// remote wake-ups, which have their own flag.
+    #[inline]
+    pub(crate) fn has_sources(&self) -> bool {
+        !self.sources.is_empty()
+    }
+
+    /// Registers `fd` (edge-triggered, readable and writable) and returns its
+    /// token. The one `epoll_ctl` a socket ever costs.
+    pub(crate) fn register(&mut self, fd: RawFd, state: &Rc<IoState>) -> io::Result<usize> {
+        let entry = self.sources.vacant_entry();
+        let key = entry.key();
+        self.poll.registry().register(&mut SourceFd(&fd), Token(key), Interest::READABLE | Interest::WRITABLE)?;
+        entry.insert(state.clone());
+        Ok(key)
+    }
+
+    /// Frees the slot of a source whose fd is being closed (no syscall).
+    pub(crate) fn forget(&mut self, key: usize) {
+        self.sources.try_remove(key);
+    }
+
+    /// The state for a raw fd, registering it on first use.
+    pub(crate) fn raw_state(&mut self, fd: RawFd) -> io::Result<Rc<IoState>> {
+        if let Some(state) = self.raw.get(&fd) {
+            return Ok(state.clone());
+        }
+        let state = Rc::new(IoState::new());
+        let key = self.register(fd, &state)?;
+        state.set_registered(key);
+        self.raw.insert(fd, state.clone());
+        Ok(state)
+    }
+
+    /// Stops watching a raw fd its owner is about to close; returns its state
+    /// so the caller can wake its waiters. Deregisters explicitly because the
+    /// fd may stay open after this.
+    pub(crate) fn forget_raw(&mut self, fd: RawFd) -> Option<Rc<IoState>> {
+        let state = self.raw.remove(&fd)?;
+        if let Some(key) = state.token() {
+            self.forget(key);
+            // The fd may already be closed (then the kernel dropped it and
+            // this fails harmlessly); there is nothing to do about an error.
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        Some(state)
+    }
+
+    /// Waits for readiness up to `timeout` (`None`: forever), records it in
+    /// each source's state and collects the wakers to call into `woken`
+    /// (called by the scheduler once this borrow has ended). Returns the
+    /// number of events seen (the cross-thread waker's included).
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>, woken: &mut Vec<Waker>) -> usize {
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             // A signal interrupted the wait: the loop simply goes round.
@@ -44,7 +119,15 @@ impl Driver {
             // buffer); there is no way to go on without it.
             Err(e) => panic!("trioxide: epoll_wait failed: {e}"),
         }
-        // The waker's event needs no handling: being woken is the point.
-        self.events.iter().count()
+        let mut n = 0;
+        for event in self.events.iter() {
+            n += 1;
+            // The waker's event needs no handling: being woken is the point.
+            // A token with no source is a closed socket's last event.
+            if let Some(state) = self.sources.get(event.token().0) {
+                state.on_event(event, woken);
+            }
+        }
+        n
     }
 }

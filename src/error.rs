@@ -116,6 +116,107 @@ impl fmt::Display for NurseryClosed {
 
 impl StdError for NurseryClosed {}
 
+/// An operation on a resource (a socket, a stream) that has been closed, or
+/// that was closed while the operation waited on it (Trio's
+/// `ClosedResourceError`). Carried inside an `io::Error`; see
+/// [`io_error_kind`](crate::io_error_kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClosedResource;
+
+impl fmt::Display for ClosedResource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the resource was closed (by this process, possibly while an operation waited on it)")
+    }
+}
+
+impl StdError for ClosedResource {}
+
+/// Two tasks tried to use the same direction of one resource at the same
+/// time, such as two tasks receiving from one socket (Trio's
+/// `BusyResourceError`). The second one gets this error; the first goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BusyResource;
+
+impl fmt::Display for BusyResource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("another task is already using this resource in the same direction")
+    }
+}
+
+impl StdError for BusyResource {}
+
+/// The resource can no longer be used this way, and says why (Trio's
+/// `BrokenResourceError`): for example a stream whose earlier send was
+/// cancelled part-way, so the peer got an unknown prefix of the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokenResource {
+    /// Why the resource is broken.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for BrokenResource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "broken resource: {}", self.reason)
+    }
+}
+
+impl StdError for BrokenResource {}
+
+impl From<ClosedResource> for std::io::Error {
+    fn from(e: ClosedResource) -> Self {
+        std::io::Error::new(std::io::ErrorKind::NotConnected, e)
+    }
+}
+
+impl From<BusyResource> for std::io::Error {
+    fn from(e: BusyResource) -> Self {
+        std::io::Error::new(std::io::ErrorKind::ResourceBusy, e)
+    }
+}
+
+impl From<BrokenResource> for std::io::Error {
+    fn from(e: BrokenResource) -> Self {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, e)
+    }
+}
+
+/// Which of trioxide's own conditions an I/O error carries, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoErrorKind {
+    /// [`Cancelled`]: the operation's cancel scope was cancelled.
+    Cancelled,
+    /// [`ClosedResource`].
+    Closed,
+    /// [`BusyResource`].
+    Busy,
+    /// [`BrokenResource`].
+    Broken,
+}
+
+/// Classifies an I/O error returned by a trioxide operation: `Some` when it
+/// carries one of trioxide's conditions, `None` for an error from the OS.
+///
+/// ```
+/// use trioxide::{io_error_kind, ClosedResource, IoErrorKind};
+/// let e: std::io::Error = ClosedResource.into();
+/// assert_eq!(io_error_kind(&e), Some(IoErrorKind::Closed));
+/// assert_eq!(io_error_kind(&std::io::Error::from_raw_os_error(104)), None);
+/// ```
+pub fn io_error_kind(e: &std::io::Error) -> Option<IoErrorKind> {
+    let inner = e.get_ref()?;
+    if inner.is::<Cancelled>() {
+        Some(IoErrorKind::Cancelled)
+    } else if inner.is::<ClosedResource>() {
+        Some(IoErrorKind::Closed)
+    } else if inner.is::<BusyResource>() {
+        Some(IoErrorKind::Busy)
+    } else if inner.is::<BrokenResource>() {
+        Some(IoErrorKind::Broken)
+    } else {
+        None
+    }
+}
+
 /// Misuse of [`Nursery::start`](crate::Nursery::start) by the started child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartError {

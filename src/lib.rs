@@ -44,11 +44,15 @@ mod clock;
 mod driver;
 mod error;
 mod instrument;
+mod net;
 mod nursery;
+mod raw_fd;
+mod readiness;
 mod rng;
 mod runtime;
 mod scheduler;
 mod start;
+mod stream;
 mod task;
 mod testing;
 mod time;
@@ -59,13 +63,21 @@ pub use cancel::{CancelScope, Scoped};
 pub use checkpoint::{cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, Checkpoint, ShieldedCheckpoint};
 pub use clock::{secs_f64, Clock, Instant, MockClock, SystemClock};
 pub use error::{
-    is_cancelled_error, BoxError, Cancellation, Cancelled, InvalidTime, MultiError, NurseryClosed, StartError, TooSlow,
+    io_error_kind, is_cancelled_error, BoxError, BrokenResource, BusyResource, Cancellation, Cancelled, ClosedResource,
+    InvalidTime, IoErrorKind, MultiError, NurseryClosed, StartError, TooSlow,
 };
 pub use instrument::{add_instrument, current_task, remove_instrument, task_tree, Instrument, TaskInfo};
+pub use net::connect::{happy_eyeballs, open_tcp_stream, HAPPY_EYEBALLS_DELAY};
+pub use net::serve::{open_tcp_listeners, serve_listeners, serve_tcp, ACCEPT_RETRY_DELAY};
+pub use net::tcp::{TcpListener, TcpStream, ACCEPT_BATCH};
+pub use net::udp::UdpSocket;
+pub use net::unix::{UnixListener, UnixStream};
 pub use nursery::{open_nursery, Nursery, OpenNursery, TaskOutput};
+pub use raw_fd::{notify_closing, wait_readable, wait_writable};
 pub use rng::SEED_ENV;
 pub use runtime::{run, Builder, RunReport};
 pub use start::{Start, TaskStatus};
+pub use stream::{HalfCloseableStream, Listener, ReceiveStream, Resource, SendStream, Stream};
 pub use task::TaskId;
 pub use testing::{wait_all_tasks_blocked, WaitAllTasksBlocked};
 pub use time::{current_time, sleep, sleep_forever, sleep_until, Sleep, SleepForever};

@@ -21,6 +21,9 @@ use crate::rng::Rng;
 use crate::task::{Header, MainTask, RawTask, Shared, Task, TaskId};
 use crate::timers::Timers;
 
+/// Source of `Core::run_id`: 1, 2, ... (0 means "no run" in `IoState`).
+static NEXT_RUN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 thread_local! {
     /// The runtime running on this thread, if any. Set by `run` for its
     /// whole duration (teardown included) and cleared after.
@@ -79,6 +82,17 @@ pub(crate) struct Core {
     pub(crate) steps_since_io: Cell<u32>,
     /// Blocking waits left that may spin for a cross-thread wake-up.
     pub(crate) remote_streak: Cell<u8>,
+    /// Tasks of the current pass's batch not stepped yet.
+    pub(crate) batch_left: Cell<usize>,
+    /// I/O operations completed at once, with nobody else runnable, since
+    /// the last yield or epoll poll (see `readiness::after_io`).
+    pub(crate) io_streak: Cell<u32>,
+    /// An I/O operation yielded on its budget: poll epoll before the next
+    /// pass even if `IO_POLL_INTERVAL` steps have not run.
+    pub(crate) io_poll_requested: Cell<bool>,
+    /// Identifies this run, so a socket that outlives one run is registered
+    /// afresh in the next.
+    pub(crate) run_id: u64,
 }
 
 impl Core {
@@ -167,6 +181,24 @@ impl Core {
             self.each_instrument(|i| i.task_exited(id));
         }
         drop(slot);
+    }
+
+    /// Whether a task that just completed an I/O operation without waiting
+    /// should yield (see `readiness::after_io`).
+    #[inline]
+    pub(crate) fn should_yield_after_io(&self) -> bool {
+        if self.batch_left.get() > 0 || !self.runq.borrow().is_empty() {
+            self.io_streak.set(0);
+            return true;
+        }
+        let streak = self.io_streak.get() + 1;
+        if streak >= crate::readiness::IO_BUDGET {
+            self.io_streak.set(0);
+            self.io_poll_requested.set(true);
+            return true;
+        }
+        self.io_streak.set(streak);
+        false
     }
 
     /// The current time on the run's clock.
@@ -304,6 +336,10 @@ impl Builder {
             main_id: Cell::new(TaskId::NONE),
             steps_since_io: Cell::new(0),
             remote_streak: Cell::new(0),
+            batch_left: Cell::new(0),
+            io_streak: Cell::new(0),
+            io_poll_requested: Cell::new(false),
+            run_id: NEXT_RUN_ID.fetch_add(1, Ordering::Relaxed),
         });
         let guard = ContextGuard::enter(&core);
         core.clock.start_clock();

@@ -36,7 +36,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::runtime::Core;
@@ -88,12 +88,15 @@ impl Core {
             self.collect(&mut scratch);
             std::mem::swap(&mut *self.runq.borrow_mut(), &mut batch);
             let reverse = self.rng.borrow_mut().bit();
+            let n = batch.len();
             if reverse {
-                for &id in batch.iter().rev() {
+                for (i, &id) in batch.iter().rev().enumerate() {
+                    self.batch_left.set(n - 1 - i);
                     self.step(id, main_id, &mut poll_main);
                 }
             } else {
-                for &id in batch.iter() {
+                for (i, &id) in batch.iter().enumerate() {
+                    self.batch_left.set(n - 1 - i);
                     self.step(id, main_id, &mut poll_main);
                 }
             }
@@ -172,11 +175,12 @@ impl Core {
     fn collect(&self, scratch: &mut Scratch) {
         let runnable = !self.runq.borrow().is_empty();
         if runnable {
-            if self.driver.borrow().sources > 0 && self.steps_since_io.get() >= IO_POLL_INTERVAL {
-                self.wait_io(Some(Duration::ZERO));
+            let due = self.steps_since_io.get() >= IO_POLL_INTERVAL || self.io_poll_requested.get();
+            if due && self.driver.borrow().has_sources() {
+                self.wait_io(Some(Duration::ZERO), &mut scratch.io);
             }
         } else {
-            self.idle();
+            self.idle(&mut scratch.io);
         }
         if !self.timers.borrow().is_empty() {
             let now = self.now();
@@ -203,7 +207,7 @@ impl Core {
 
     /// Nothing is runnable: wake a `wait_all_tasks_blocked` waiter, autojump
     /// a mock clock, or block until the next deadline or I/O.
-    fn idle(&self) {
+    fn idle(&self, woken: &mut Vec<Waker>) {
         let next = self.timers.borrow_mut().next_deadline();
         let has_waiters = !self.idle_waiters.borrow().is_empty();
         let autojump = self.clock.autojump_threshold();
@@ -212,7 +216,7 @@ impl Core {
             // First look (without blocking, or up to the autojump threshold)
             // for anything else that could make a task runnable.
             let wait = if has_waiters || deadline_due { Duration::ZERO } else { autojump.unwrap_or_default() };
-            let events = self.wait_io(Some(wait));
+            let events = self.wait_io(Some(wait), woken);
             let quiet = events == 0 && self.runq.borrow().is_empty() && !self.shared.has_pending() && !deadline_due;
             if !quiet {
                 return;
@@ -231,11 +235,12 @@ impl Core {
             Some(d) => self.clock.deadline_to_sleep_time(d),
             None => None,
         };
-        self.wait_io(timeout);
+        self.wait_io(timeout, woken);
     }
 
-    /// Polls the I/O driver; returns the number of events.
-    fn wait_io(&self, timeout: Option<Duration>) -> usize {
+    /// Polls the I/O driver and wakes the tasks whose sources became
+    /// ready; returns the number of events.
+    fn wait_io(&self, timeout: Option<Duration>, woken: &mut Vec<Waker>) -> usize {
         let mut timeout = timeout;
         let blocking = timeout != Some(Duration::ZERO);
         if blocking && self.remote_streak.get() > 0 {
@@ -250,7 +255,11 @@ impl Core {
         if self.has_instruments.get() {
             self.each_instrument(|i| i.before_io_wait(timeout));
         }
-        let n = self.driver.borrow_mut().wait(timeout);
+        let n = self.driver.borrow_mut().wait(timeout, woken);
+        // Woken after the driver's borrow ends: a waker may be anything.
+        for w in woken.drain(..) {
+            w.wake();
+        }
         if blocking {
             self.shared.unpark();
         }
@@ -258,6 +267,8 @@ impl Core {
             self.each_instrument(|i| i.after_io_wait(timeout));
         }
         self.steps_since_io.set(0);
+        self.io_streak.set(0);
+        self.io_poll_requested.set(false);
         n
     }
 }
@@ -266,5 +277,6 @@ impl Core {
 #[derive(Default)]
 struct Scratch {
     fired: Vec<Fired>,
+    io: Vec<Waker>,
     remote: Vec<TaskId>,
 }

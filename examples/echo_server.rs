@@ -1,0 +1,54 @@
+//! An echo server: one task per connection, in the server's nursery.
+//!
+//! ```text
+//! cargo run --release --example echo_server -- --port 8000
+//! ```
+//! Binds 127.0.0.1 (port 0: any free port), prints the address, and runs
+//! until Ctrl-C. `--work-ns N` burns N ns of CPU per chunk received, to
+//! make the server the bottleneck (the fairness benchmark uses it).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use trioxide::{open_nursery, serve_tcp, BoxError, TcpStream};
+
+#[path = "common/args.rs"]
+mod args;
+
+/// Read buffer per connection: 64 KiB, so one read takes what a fast
+/// client has in flight.
+const BUF_SIZE: usize = 64 * 1024;
+
+async fn echo(stream: TcpStream, work: Duration) {
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        let n = match stream.receive_some(&mut buf).await {
+            Ok(0) | Err(_) => return, // end of stream, reset, or cancelled
+            Ok(n) => n,
+        };
+        if !work.is_zero() {
+            let t = Instant::now();
+            while t.elapsed() < work {
+                std::hint::spin_loop();
+            }
+        }
+        if stream.send_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn main() {
+    let port: u16 = args::flag("port", 8000);
+    let work = Duration::from_nanos(args::flag("work-ns", 0));
+    let result = trioxide::run(open_nursery(|n| async move {
+        let handler = move |s: TcpStream| echo(s, work);
+        let addrs = n.start(|status| serve_tcp(handler, port, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), status)).await?;
+        println!("listening on {}", addrs[0]);
+        Ok::<_, BoxError>(())
+    }));
+    if let Err(e) = result {
+        eprintln!("echo_server: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,48 @@
+//! The classic ping-pong server: accept, read the request, answer
+//! `HTTP/1.0 200 OK` with `Pong!`, close.
+//!
+//! ```text
+//! cargo run --release --example pingpong -- --port 8000
+//! ```
+//! Binds 127.0.0.1 (port 0: any free port), prints the address, and runs
+//! until Ctrl-C.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use trioxide::{open_nursery, serve_tcp, BoxError, TcpStream};
+
+#[path = "common/args.rs"]
+mod args;
+
+const ANSWER: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nPong!";
+
+/// Largest request read; a longer one is answered once this much arrived.
+const MAX_REQUEST: usize = 4096;
+
+async fn pong(stream: TcpStream) {
+    let mut buf = [0u8; MAX_REQUEST];
+    let mut len = 0;
+    // Read until the end of the request head, the end of the stream, or a
+    // full buffer; errors (a reset, a cancel) just drop the connection.
+    while len < buf.len() && !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.receive_some(&mut buf[len..]).await {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(_) => return,
+        }
+    }
+    let _ = stream.send_all(ANSWER).await;
+}
+
+fn main() {
+    let port: u16 = args::flag("port", 8000);
+    let result = trioxide::run(open_nursery(|n| async move {
+        let addrs = n.start(|status| serve_tcp(pong, port, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), status)).await?;
+        println!("listening on {}", addrs[0]);
+        Ok::<_, BoxError>(())
+    }));
+    if let Err(e) = result {
+        eprintln!("pingpong: {e}");
+        std::process::exit(1);
+    }
+}

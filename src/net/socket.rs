@@ -1,0 +1,163 @@
+//! The operations every stream socket shares (TCP and Unix): receive,
+//! send, vectored send, `sendfile`, half-close, close. `TcpStream` and
+//! `UnixStream` wrap a [`SocketStream`] and add what is theirs.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+
+use crate::readiness::{after_io, Dir, Source};
+use crate::runtime::Core;
+use crate::Cancelled;
+
+/// Most buffers one `writev` takes: Linux's `UIO_MAXIOV` (`IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// Most bytes one `sendfile` call moves: Linux caps every call at
+/// `0x7ffff000` (`MAX_RW_COUNT`), so asking for more only adds a loop there.
+const SENDFILE_CHUNK: u64 = 0x7fff_f000;
+
+/// A connected stream socket with cached readiness.
+pub(crate) struct SocketStream<S: AsRawFd> {
+    pub(crate) source: Source<S>,
+}
+
+/// What a stream socket must offer: reads and writes through `&S`, and a
+/// half-close.
+pub(crate) trait StreamIo: AsRawFd {
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write_some(&self, buf: &[u8]) -> io::Result<usize>;
+    fn write_vectored_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+macro_rules! stream_io {
+    ($t:ty) => {
+        impl StreamIo for $t {
+            #[inline]
+            fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+                (&*self).read(buf)
+            }
+            #[inline]
+            fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
+                (&*self).write(buf)
+            }
+            #[inline]
+            fn write_vectored_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                (&*self).write_vectored(bufs)
+            }
+            fn shutdown_write(&self) -> io::Result<()> {
+                self.shutdown(Shutdown::Write)
+            }
+        }
+    };
+}
+
+stream_io!(mio::net::TcpStream);
+stream_io!(mio::net::UnixStream);
+
+impl<S: StreamIo> SocketStream<S> {
+    pub(crate) fn new(io: S) -> Self {
+        SocketStream { source: Source::new(io) }
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.source.fd()
+    }
+
+    pub(crate) async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "receive_some needs a non-empty buffer"));
+        }
+        let want = buf.len();
+        self.source
+            .op(Dir::Read, |s| {
+                let n = s.read_some(buf)?;
+                // A short read drained the socket: the next receive waits
+                // for an event without trying a syscall that would refuse.
+                // (Not at end of stream: that edge has fired for good.)
+                Ok((n, n > 0 && n < want))
+            })
+            .await
+    }
+
+    pub(crate) async fn send_all(&self, data: &[u8]) -> io::Result<()> {
+        self.source
+            .send_loop(data.len() as u64, |s, sent| {
+                // Re-slicing is O(1): no copy of what is left.
+                let rest = &data[sent as usize..];
+                let n = s.write_some(rest)?;
+                Ok((n, n < rest.len()))
+            })
+            .await
+            .map(drop)
+    }
+
+    pub(crate) async fn send_all_vectored(&self, chunks: &[&[u8]]) -> io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = chunks.iter().filter(|c| !c.is_empty()).map(|c| IoSlice::new(c)).collect();
+        let total: u64 = slices.iter().map(|s| s.len() as u64).sum();
+        // `advance_slices` drops what was sent from the front and shortens
+        // the first partly sent buffer in place: each byte is passed over
+        // once, however many calls the send takes.
+        let mut rest: &mut [IoSlice<'_>] = &mut slices;
+        self.source
+            .send_loop(total, |s, _| {
+                let batch = &rest[..rest.len().min(IOV_MAX)];
+                let asked: usize = batch.iter().map(|b| b.len()).sum();
+                let n = s.write_vectored_some(batch)?;
+                IoSlice::advance_slices(&mut rest, n);
+                Ok((n, n < asked))
+            })
+            .await
+            .map(drop)
+    }
+
+    pub(crate) async fn send_file(&self, file: &std::fs::File, offset: u64, count: u64) -> io::Result<u64> {
+        let in_fd = file.as_raw_fd();
+        self.source
+            .send_loop(count, |s, sent| {
+                let mut off = libc::off_t::try_from(offset + sent)
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+                let want = (count - sent).min(SENDFILE_CHUNK) as usize;
+                // SAFETY: both fds are open for the duration of the call (the
+                // socket's is borrowed through `s`, the file's through
+                // `file`), and `off` is a valid, exclusively borrowed off_t.
+                let n = unsafe { libc::sendfile(s.as_raw_fd(), in_fd, &mut off, want) };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let n = n as usize;
+                // 0 means the file ended before `count` bytes.
+                Ok((n, n > 0 && n < want))
+            })
+            .await
+    }
+
+    pub(crate) async fn send_eof(&self) -> io::Result<()> {
+        let _guard = self.source.state.begin(Dir::Write)?;
+        if Core::current().is_cancelled() {
+            return Err(Cancelled.into());
+        }
+        if self.source.state.check_send().is_err() {
+            // Already half-closed (or broken): a second send_eof does nothing.
+            after_io().await;
+            return Ok(());
+        }
+        self.source.with(|s| s.shutdown_write())?;
+        self.source.state.mark_send_closed();
+        after_io().await;
+        Ok(())
+    }
+
+    pub(crate) async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
+        let _guard = self.source.state.begin(Dir::Write)?;
+        if !self.source.ready(Dir::Write).await? {
+            after_io().await;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn close(&self) {
+        self.source.close();
+    }
+}

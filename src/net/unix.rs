@@ -1,0 +1,186 @@
+//! Unix-domain stream sockets: [`UnixListener`] and [`UnixStream`].
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+use crate::net::socket::SocketStream;
+use crate::readiness::{Dir, Source};
+use crate::stream::{HalfCloseableStream, Listener, ReceiveStream, Resource, SendStream};
+
+/// A Unix-domain stream socket. Same operations and rules as
+/// [`TcpStream`](crate::TcpStream).
+///
+/// ```no_run
+/// use trioxide::{run, UnixStream, BoxError};
+/// run(async {
+///     let s = UnixStream::connect("/tmp/app.sock").await?;
+///     s.send_all(b"ping").await?;
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
+pub struct UnixStream {
+    inner: SocketStream<mio::net::UnixStream>,
+}
+
+impl std::fmt::Debug for UnixStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixStream").field("fd", &self.inner.fd()).finish()
+    }
+}
+
+impl UnixStream {
+    /// Connects to the socket at `path`. A checkpoint.
+    pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
+        crate::checkpoint::checkpoint_if_cancelled()?;
+        let stream = UnixStream { inner: SocketStream::new(mio::net::UnixStream::connect(path)?) };
+        let source = &stream.inner.source;
+        source.state.clear(Dir::Write);
+        loop {
+            source.ready(Dir::Write).await?;
+            if let Some(e) = source.with(|s| s.take_error())? {
+                return Err(e);
+            }
+            match source.with(|s| s.peer_addr()) {
+                Ok(_) => return Ok(stream),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => source.state.clear(Dir::Write),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A connected pair of sockets (`socketpair(2)`).
+    pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
+        let (a, b) = mio::net::UnixStream::pair()?;
+        Ok((UnixStream { inner: SocketStream::new(a) }, UnixStream { inner: SocketStream::new(b) }))
+    }
+
+    /// Wraps a connected std socket (made non-blocking here).
+    pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        stream.set_nonblocking(true)?;
+        Ok(UnixStream { inner: SocketStream::new(mio::net::UnixStream::from_std(stream)) })
+    }
+
+    /// Receives at least one byte; 0 at the end of the stream.
+    pub async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.receive_some(buf).await
+    }
+
+    /// Sends all of `data`.
+    pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
+        self.inner.send_all(data).await
+    }
+
+    /// Sends the chunks one after the other with vectored writes.
+    pub async fn send_all_vectored(&self, chunks: &[&[u8]]) -> io::Result<()> {
+        self.inner.send_all_vectored(chunks).await
+    }
+
+    /// Closes the sending half.
+    pub async fn send_eof(&self) -> io::Result<()> {
+        self.inner.send_eof().await
+    }
+
+    /// Closes the socket now.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl AsRawFd for UnixStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.fd()
+    }
+}
+
+impl Resource for UnixStream {
+    fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl SendStream for UnixStream {
+    fn send_all(&self, data: &[u8]) -> impl std::future::Future<Output = io::Result<()>> {
+        self.inner.send_all(data)
+    }
+
+    fn wait_send_all_might_not_block(&self) -> impl std::future::Future<Output = io::Result<()>> {
+        self.inner.wait_send_all_might_not_block()
+    }
+}
+
+impl ReceiveStream for UnixStream {
+    fn receive_some(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> {
+        self.inner.receive_some(buf)
+    }
+}
+
+impl HalfCloseableStream for UnixStream {
+    fn send_eof(&self) -> impl std::future::Future<Output = io::Result<()>> {
+        self.inner.send_eof()
+    }
+}
+
+/// A listening Unix-domain socket.
+///
+/// ```no_run
+/// use trioxide::{run, UnixListener, BoxError};
+/// run(async {
+///     let listener = UnixListener::bind("/tmp/app.sock")?;
+///     let stream = listener.accept().await?;
+///     stream.send_all(b"hello").await?;
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
+pub struct UnixListener {
+    source: Source<mio::net::UnixListener>,
+}
+
+impl std::fmt::Debug for UnixListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixListener").field("fd", &self.source.fd()).finish()
+    }
+}
+
+impl UnixListener {
+    /// Binds and listens at `path` (which must not exist yet).
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
+        let listener = mio::net::UnixListener::bind(path)?;
+        // SAFETY: `listen` on a socket fd we own; no memory is passed.
+        if unsafe { libc::listen(listener.as_raw_fd(), crate::net::tcp::LISTEN_BACKLOG) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(UnixListener { source: Source::new(listener) })
+    }
+
+    /// Waits for one connection. A checkpoint.
+    pub async fn accept(&self) -> io::Result<UnixStream> {
+        let (s, _addr) = self.source.op(Dir::Read, |l| Ok((l.accept()?, false))).await?;
+        Ok(UnixStream { inner: SocketStream::new(s) })
+    }
+
+    /// Stops listening now (the socket file stays; remove it yourself).
+    pub fn close(&self) {
+        self.source.close();
+    }
+}
+
+impl AsRawFd for UnixListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.source.fd()
+    }
+}
+
+impl Resource for UnixListener {
+    fn close(&self) {
+        self.source.close();
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+
+    async fn accept(&self) -> io::Result<UnixStream> {
+        UnixListener::accept(self).await
+    }
+}

@@ -1,0 +1,97 @@
+//! Waiting on raw file descriptors that no trioxide object owns: Trio's
+//! `wait_readable`, `wait_writable` and `notify_closing`.
+//!
+//! The fd is registered with epoll (edge-triggered, once) on its first wait
+//! and stays registered until [`notify_closing`]. Because the caller does
+//! the I/O itself, trioxide never sees its `WouldBlock`s, so each wait first
+//! asks the kernel with a zero-timeout `poll(2)` whether the fd is ready
+//! now; only if not does it wait for the next edge, which cannot be missed
+//! since the fd is registered before that check.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::error::Cancelled;
+use crate::readiness::{after_io, Dir, Ready};
+use crate::runtime::Core;
+
+/// Waits until `fd` is readable (or at its end, or in error). A checkpoint.
+///
+/// For fds trioxide does not own (a pipe from elsewhere, a device). Before
+/// closing such an fd, call [`notify_closing`]. Errors: `Cancelled` (inside
+/// the `io::Error`), [`BusyResource`](crate::BusyResource) if another task
+/// already waits for the same direction, [`ClosedResource`](crate::ClosedResource)
+/// if `notify_closing` was called meanwhile, or the OS error for a bad fd.
+///
+/// ```
+/// use std::io::Write;
+/// use std::os::fd::AsRawFd;
+/// let (reader, mut writer) = std::io::pipe()?;
+/// writer.write_all(b"x")?;
+/// trioxide::run(async move {
+///     trioxide::wait_readable(reader.as_raw_fd()).await?;
+///     trioxide::notify_closing(reader.as_raw_fd());
+///     Ok::<_, std::io::Error>(())
+/// })?;
+/// # Ok::<_, std::io::Error>(())
+/// ```
+pub async fn wait_readable(fd: RawFd) -> io::Result<()> {
+    wait_raw(fd, Dir::Read).await
+}
+
+/// Waits until `fd` is writable. See [`wait_readable`].
+pub async fn wait_writable(fd: RawFd) -> io::Result<()> {
+    wait_raw(fd, Dir::Write).await
+}
+
+/// Tells trioxide that `fd` is about to be closed: tasks waiting on it wake
+/// with [`ClosedResource`](crate::ClosedResource), and it is removed from
+/// epoll. Call it before closing an fd passed to [`wait_readable`] or
+/// [`wait_writable`]. Does nothing for an fd never waited on.
+pub fn notify_closing(fd: RawFd) {
+    let state = Core::current().driver.borrow_mut().forget_raw(fd);
+    if let Some(state) = state {
+        state.mark_closed();
+    }
+}
+
+async fn wait_raw(fd: RawFd, dir: Dir) -> io::Result<()> {
+    let core = Core::current();
+    if core.is_cancelled() {
+        return Err(Cancelled.into());
+    }
+    let state = core.driver.borrow_mut().raw_state(fd)?;
+    let _guard = state.begin(dir)?;
+    if ready_now(fd, dir)? {
+        after_io().await;
+        return Ok(());
+    }
+    state.clear(dir);
+    Ready { state: &state, dir, fd, suspended: false }.await?;
+    Ok(())
+}
+
+/// Asks the kernel whether `fd` is ready for `dir` right now.
+fn ready_now(fd: RawFd, dir: Dir) -> io::Result<bool> {
+    let events = match dir {
+        Dir::Read => libc::POLLIN,
+        Dir::Write => libc::POLLOUT,
+    };
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
+    loop {
+        // SAFETY: `pfd` is a valid, exclusively borrowed pollfd and we pass
+        // a count of 1; a zero timeout never blocks.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    if pfd.revents & libc::POLLNVAL != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    Ok(pfd.revents != 0)
+}

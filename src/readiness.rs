@@ -1,0 +1,458 @@
+//! Cached readiness: what the I/O driver has told us about one fd, the task
+//! waiting on each direction, and the loop every socket operation runs.
+//!
+//! # The cache
+//! Each source has two readiness bits, *readable* and *writable*. They start
+//! **set**: a new socket is tried first, and is registered with epoll only
+//! when the kernel first says `WouldBlock` (a socket that never blocks never
+//! costs an `epoll_ctl`). A bit is
+//! * **set** by an edge-triggered event for that direction (hang-ups and
+//!   errors set both, so the next operation reports them);
+//! * **cleared** only by the operation that saw the kernel refuse: a
+//!   `WouldBlock`, or a read shorter than its buffer or a write shorter than
+//!   its data (both mean the kernel's buffer was exhausted at that moment).
+//!
+//! # Why no wake-up is lost
+//! Edge-triggered epoll reports a transition to ready that happens after the
+//! fd was drained. A bit is cleared right after the syscall that drained the
+//! fd, with no `epoll_wait` in between (the runtime is single-threaded and
+//! the driver runs only between scheduler passes), so any data that arrives
+//! after that syscall produces a new edge, which sets the bit again. A bit is
+//! never cleared on a guess. Events arriving while nobody waits just set the
+//! bit, and the next operation finds it.
+//!
+//! A readiness bit may also be set wrongly: a closed socket's token can be
+//! reused by a new socket while an old event for it is still queued. That
+//! only costs the new socket one `WouldBlock`: the bits are hints that the
+//! syscall confirms, never facts.
+
+use std::cell::{Cell, Ref, RefCell};
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use crate::error::{BrokenResource, BusyResource, Cancelled, ClosedResource};
+use crate::runtime::Core;
+
+/// A direction of I/O on a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Read = 0,
+    Write = 1,
+}
+
+impl Dir {
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    fn waiting_on(self) -> &'static str {
+        match self {
+            Dir::Read => "wait_readable",
+            Dir::Write => "wait_writable",
+        }
+    }
+}
+
+const BOTH: u8 = 0b11;
+/// `token` of a source not registered with the driver.
+const NO_TOKEN: usize = usize::MAX;
+
+/// The runtime-side state of one fd. Shared (`Rc`) between the object that
+/// owns the fd and the driver's table.
+pub(crate) struct IoState {
+    ready: Cell<u8>,
+    closed: Cell<bool>,
+    /// Set when a send was cancelled after sending part of its data.
+    send_broken: Cell<bool>,
+    /// Set by `send_eof`: the sending half is closed.
+    send_closed: Cell<bool>,
+    /// The driver token, or `NO_TOKEN` before the first wait.
+    token: Cell<usize>,
+    /// Which run registered it (a socket may outlive its run).
+    run_id: Cell<u64>,
+    /// An operation is in progress in that direction (rule I1).
+    busy: [Cell<bool>; 2],
+    waiters: [Cell<Option<Waker>>; 2],
+}
+
+impl IoState {
+    pub(crate) fn new() -> IoState {
+        IoState {
+            ready: Cell::new(BOTH),
+            closed: Cell::new(false),
+            send_broken: Cell::new(false),
+            send_closed: Cell::new(false),
+            token: Cell::new(NO_TOKEN),
+            run_id: Cell::new(0),
+            busy: [Cell::new(false), Cell::new(false)],
+            waiters: [Cell::new(None), Cell::new(None)],
+        }
+    }
+
+    pub(crate) fn token(&self) -> Option<usize> {
+        (self.token.get() != NO_TOKEN).then_some(self.token.get())
+    }
+
+    pub(crate) fn set_registered(&self, key: usize) {
+        self.token.set(key);
+        if let Some(core) = Core::try_current() {
+            self.run_id.set(core.run_id);
+        }
+    }
+
+    /// Records an event; collects the wakers of the directions it readied.
+    pub(crate) fn on_event(&self, event: &mio::event::Event, woken: &mut Vec<Waker>) {
+        let mut bits = 0;
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            bits |= Dir::Read.bit();
+        }
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            bits |= Dir::Write.bit();
+        }
+        self.ready.set(self.ready.get() | bits);
+        for dir in [Dir::Read, Dir::Write] {
+            if bits & dir.bit() != 0 {
+                if let Some(w) = self.waiters[dir as usize].take() {
+                    woken.push(w);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_ready(&self, dir: Dir) -> bool {
+        self.ready.get() & dir.bit() != 0
+    }
+
+    #[inline]
+    pub(crate) fn clear(&self, dir: Dir) {
+        self.ready.set(self.ready.get() & !dir.bit());
+    }
+
+    /// Marks the source closed and wakes its waiters, which then report
+    /// [`ClosedResource`] (Trio's `notify_closing`).
+    pub(crate) fn mark_closed(&self) {
+        self.closed.set(true);
+        for w in &self.waiters {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Claims a direction for one operation (rule I1).
+    pub(crate) fn begin(&self, dir: Dir) -> io::Result<OpGuard<'_>> {
+        if self.closed.get() {
+            return Err(ClosedResource.into());
+        }
+        if self.busy[dir as usize].replace(true) {
+            return Err(BusyResource.into());
+        }
+        Ok(OpGuard { state: self, dir })
+    }
+
+    /// Fails if an earlier send was cancelled part-way (rule I3).
+    pub(crate) fn check_send(&self) -> io::Result<()> {
+        if self.send_closed.get() {
+            return Err(ClosedResource.into());
+        }
+        if self.send_broken.get() {
+            return Err(BrokenResource {
+                reason: "an earlier send on this stream was cancelled after sending part of its data",
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Records that the sending half was closed (`send_eof`).
+    pub(crate) fn mark_send_closed(&self) {
+        self.send_closed.set(true);
+    }
+
+    /// Waits until `dir` is ready (or the wait is cancelled, or the source is
+    /// closed). Registers `fd` with the driver on first use.
+    pub(crate) fn poll_ready(self: &Rc<Self>, dir: Dir, fd: RawFd, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.closed.get() {
+            return Poll::Ready(Err(ClosedResource.into()));
+        }
+        let core = Core::current();
+        if core.is_cancelled() {
+            return Poll::Ready(Err(Cancelled.into()));
+        }
+        if self.is_ready(dir) {
+            return Poll::Ready(Ok(()));
+        }
+        if self.token.get() == NO_TOKEN || self.run_id.get() != core.run_id {
+            let key = core.driver.borrow_mut().register(fd, self);
+            match key {
+                Ok(key) => self.set_registered(key),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        let slot = &self.waiters[dir as usize];
+        match slot.take() {
+            Some(w) if w.will_wake(cx.waker()) => slot.set(Some(w)),
+            _ => slot.set(Some(cx.waker().clone())),
+        }
+        core.waiting_on.set(dir.waiting_on());
+        Poll::Pending
+    }
+
+    /// Frees the driver slot (the fd is about to be closed by its owner).
+    pub(crate) fn forget(&self) {
+        if let Some(key) = self.token() {
+            self.token.set(NO_TOKEN);
+            if let Some(core) = Core::try_current() {
+                if core.run_id == self.run_id.get() {
+                    core.driver.borrow_mut().forget(key);
+                }
+            }
+        }
+    }
+}
+
+/// Holds a direction of a source for one operation; releases it on drop.
+pub(crate) struct OpGuard<'a> {
+    state: &'a IoState,
+    dir: Dir,
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        self.state.busy[self.dir as usize].set(false);
+        // A cancelled or abandoned wait leaves no waker behind.
+        drop(self.state.waiters[self.dir as usize].take());
+    }
+}
+
+/// Marks the stream broken for sending if dropped before `finish`: a send
+/// that stopped part-way (cancelled or abandoned) after sending some bytes.
+pub(crate) struct SendProgress<'a> {
+    state: &'a IoState,
+    pub(crate) sent: u64,
+    finished: bool,
+}
+
+impl<'a> SendProgress<'a> {
+    pub(crate) fn new(state: &'a IoState) -> Self {
+        SendProgress { state, sent: 0, finished: false }
+    }
+
+    pub(crate) fn finish(mut self) -> u64 {
+        self.finished = true;
+        self.sent
+    }
+}
+
+impl Drop for SendProgress<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.sent > 0 {
+            self.state.send_broken.set(true);
+        }
+    }
+}
+
+/// A future that waits for readiness of one direction of a source.
+pub(crate) struct Ready<'a> {
+    pub(crate) state: &'a Rc<IoState>,
+    pub(crate) dir: Dir,
+    pub(crate) fd: RawFd,
+    /// Whether the wait suspended the task (then it was a schedule point).
+    pub(crate) suspended: bool,
+}
+
+impl Future for Ready<'_> {
+    type Output = io::Result<bool>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        match self.state.poll_ready(self.dir, self.fd, cx) {
+            Poll::Ready(r) => Poll::Ready(r.map(|()| self.suspended)),
+            Poll::Pending => {
+                self.suspended = true;
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Lets other runnable tasks run after an I/O operation that completed
+/// without waiting, so one busy connection cannot starve the others (rule
+/// I2). It is a schedule point, not a cancel point: the operation's result
+/// is already in hand and must not be lost (rule I3).
+///
+/// It yields only when it matters: when another task is runnable, or after
+/// [`IO_BUDGET`] operations in a row completed at once with nobody else
+/// runnable, in which case it also asks the scheduler to poll epoll, since
+/// tasks waiting on I/O look idle until their events are collected.
+pub(crate) fn after_io() -> AfterIo {
+    AfterIo { yielded: false }
+}
+
+/// Operations completed at once, with no other task runnable, before an
+/// I/O operation yields anyway and has the scheduler poll epoll. Each costs
+/// a syscall of ~1 µs, so 32 bounds the extra latency an idle-looking
+/// connection sees to tens of µs, and adds one `epoll_wait` per 32
+/// operations of a lone busy connection. (tokio's coop budget is 128.)
+pub(crate) const IO_BUDGET: u32 = 32;
+
+pub(crate) struct AfterIo {
+    yielded: bool,
+}
+
+impl Future for AfterIo {
+    type Output = ();
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded || !Core::current().should_yield_after_io() {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// An fd owned by a trioxide object, with its cached readiness.
+pub(crate) struct Source<S: AsRawFd> {
+    pub(crate) state: Rc<IoState>,
+    /// `None` once closed. A `RefCell` because `close` takes `&self` (a
+    /// stream shared by `Rc` can be closed while another task waits on it);
+    /// it is borrowed only around a syscall, never across an `await`.
+    io: RefCell<Option<S>>,
+    fd: RawFd,
+}
+
+impl<S: AsRawFd> Source<S> {
+    pub(crate) fn new(io: S) -> Source<S> {
+        let fd = io.as_raw_fd();
+        Source { state: Rc::new(IoState::new()), io: RefCell::new(Some(io)), fd }
+    }
+
+    /// The owned object, unless closed. Hold the guard only around a syscall.
+    #[inline]
+    pub(crate) fn io(&self) -> io::Result<Ref<'_, S>> {
+        Ref::filter_map(self.io.borrow(), |io| io.as_ref()).map_err(|_| ClosedResource.into())
+    }
+
+    /// Runs `f` on the owned object (a syscall), unless closed.
+    #[inline]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&S) -> io::Result<R>) -> io::Result<R> {
+        f(&*self.io()?)
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    pub(crate) fn ready(&self, dir: Dir) -> Ready<'_> {
+        Ready { state: &self.state, dir, fd: self.fd, suspended: false }
+    }
+
+    /// Runs `attempt` until it stops saying `WouldBlock`: the loop behind
+    /// every receive, accept and connect. `attempt` returns its result and
+    /// whether the kernel's buffer is now known to be empty (a short read),
+    /// which clears the readiness bit without another syscall.
+    ///
+    /// A checkpoint (rule I2): `Cancelled` before the socket is touched if
+    /// the scope is already cancelled, or while waiting; after an immediate
+    /// success it lets other tasks run without a cancel point (rule I3).
+    pub(crate) async fn op<R>(&self, dir: Dir, mut attempt: impl FnMut(&S) -> io::Result<(R, bool)>) -> io::Result<R> {
+        let _guard = self.state.begin(dir)?;
+        if Core::current().is_cancelled() {
+            return Err(Cancelled.into());
+        }
+        let mut suspended = false;
+        loop {
+            if self.state.is_ready(dir) {
+                let result = self.with(&mut attempt);
+                match result {
+                    Ok((r, drained)) => {
+                        if drained {
+                            self.state.clear(dir);
+                        }
+                        if !suspended {
+                            after_io().await;
+                        }
+                        return Ok(r);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.state.clear(dir),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            suspended |= self.ready(dir).await?;
+        }
+    }
+
+    /// Sends `total` bytes through `write`, which returns how many bytes one
+    /// call sent (0: nothing more to send, e.g. the end of a file) and
+    /// whether the kernel's buffer is now full. Returns the bytes sent. A
+    /// send stopped part-way by cancellation (or a dropped future) leaves
+    /// the stream broken for sending (rule I3).
+    pub(crate) async fn send_loop(
+        &self,
+        total: u64,
+        mut write: impl FnMut(&S, u64) -> io::Result<(usize, bool)>,
+    ) -> io::Result<u64> {
+        let _guard = self.state.begin(Dir::Write)?;
+        self.state.check_send()?;
+        if Core::current().is_cancelled() {
+            return Err(Cancelled.into());
+        }
+        let mut progress = SendProgress::new(&self.state);
+        let mut suspended = false;
+        while progress.sent < total {
+            if self.state.is_ready(Dir::Write) {
+                let sent = progress.sent;
+                let result = self.with(|io| write(io, sent));
+                match result {
+                    Ok((0, _)) => break,
+                    Ok((n, full)) => {
+                        progress.sent += n as u64;
+                        if full {
+                            self.state.clear(Dir::Write);
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.state.clear(Dir::Write),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // `progress` marks the stream broken if part was sent:
+                    // the peer got an unknown prefix.
+                    Err(e) => return Err(e),
+                }
+            }
+            suspended |= self.ready(Dir::Write).await?;
+        }
+        let sent = progress.finish();
+        if !suspended {
+            after_io().await;
+        }
+        Ok(sent)
+    }
+
+    /// Closes the fd now: wakes any task waiting on it with
+    /// [`ClosedResource`], and frees the driver slot. The kernel drops the
+    /// fd from epoll as it closes, so no `epoll_ctl` is made.
+    pub(crate) fn close(&self) {
+        let io = self.io.borrow_mut().take();
+        if io.is_some() {
+            self.state.mark_closed();
+            self.state.forget();
+            drop(io);
+        }
+    }
+}
+
+impl<S: AsRawFd> Drop for Source<S> {
+    fn drop(&mut self) {
+        // Not `close`: no waiter can exist (they borrow the source), so only
+        // the driver slot needs freeing before the fd closes.
+        self.state.forget();
+    }
+}
