@@ -46,14 +46,51 @@ pub(crate) struct Driver {
     sources: Slab<Rc<IoState>>,
     /// Raw fds waited on through `wait_readable` / `wait_writable`.
     raw: HashMap<RawFd, Rc<IoState>>,
+    stats: IoStats,
+}
+
+/// Counts of the driver's `epoll_ctl` calls and `epoll_wait`s so far in this
+/// run, from [`io_stats`]: what the "one registration per socket" rule can
+/// be checked against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// `EPOLL_CTL_ADD` calls: one per socket that ever had to wait.
+    pub registrations: u64,
+    /// `EPOLL_CTL_DEL` calls: only for raw fds passed to
+    /// [`notify_closing`](crate::notify_closing).
+    pub deregistrations: u64,
+    /// `epoll_wait` calls (blocking or not).
+    pub polls: u64,
+    /// Sources registered right now.
+    pub registered_now: usize,
+}
+
+/// The I/O driver's counters for the current run.
+///
+/// ```
+/// trioxide::run(async {
+///     assert_eq!(trioxide::io_stats().registrations, 0);
+/// });
+/// ```
+///
+/// # Panics
+/// Outside [`run`](crate::run).
+pub fn io_stats() -> IoStats {
+    let driver = crate::runtime::Core::current().driver.borrow();
+    IoStats { registered_now: driver.sources.len(), ..driver.stats }
 }
 
 impl Driver {
     pub(crate) fn new() -> io::Result<(Driver, mio::Waker)> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
-        let driver =
-            Driver { poll, events: Events::with_capacity(EVENTS_CAPACITY), sources: Slab::new(), raw: HashMap::new() };
+        let driver = Driver {
+            poll,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            sources: Slab::new(),
+            raw: HashMap::new(),
+            stats: IoStats::default(),
+        };
         Ok((driver, waker))
     }
 
@@ -72,6 +109,7 @@ impl Driver {
         let key = entry.key();
         self.poll.registry().register(&mut SourceFd(&fd), Token(key), Interest::READABLE | Interest::WRITABLE)?;
         entry.insert(state.clone());
+        self.stats.registrations += 1;
         Ok(key)
     }
 
@@ -102,6 +140,7 @@ impl Driver {
             // The fd may already be closed (then the kernel dropped it and
             // this fails harmlessly); there is nothing to do about an error.
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.stats.deregistrations += 1;
         }
         Some(state)
     }
@@ -111,6 +150,7 @@ impl Driver {
     /// (called by the scheduler once this borrow has ended). Returns the
     /// number of events seen (the cross-thread waker's included).
     pub(crate) fn wait(&mut self, timeout: Option<Duration>, woken: &mut Vec<Waker>) -> usize {
+        self.stats.polls += 1;
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             // A signal interrupted the wait: the loop simply goes round.

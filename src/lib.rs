@@ -62,6 +62,7 @@ mod timers;
 pub use cancel::{CancelScope, Scoped};
 pub use checkpoint::{cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, Checkpoint, ShieldedCheckpoint};
 pub use clock::{secs_f64, Clock, Instant, MockClock, SystemClock};
+pub use driver::{io_stats, IoStats};
 pub use error::{
     io_error_kind, is_cancelled_error, BoxError, BrokenResource, BusyResource, Cancellation, Cancelled, ClosedResource,
     InvalidTime, IoErrorKind, MultiError, NurseryClosed, StartError, TooSlow,

@@ -1,0 +1,110 @@
+//! One HTTP/1.1 connection of the `http_server` example: the read-parse-
+//! answer loop and its deadlines. Separate from `main.rs` so the tests can
+//! run the very same code (`tests/http_bad_input.rs` includes this file).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use trioxide::{current_time, move_on_after, CancelScope, TcpStream};
+
+use crate::proto::{parse_request, write_error, write_response, Parse};
+/// First read buffer per connection; it grows (up to a head and a body at
+/// their limits) only for requests that need it.
+const INITIAL_BUF: usize = 4 * 1024;
+
+/// How long a `408` answer to a timed-out client may take to send.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Server settings, shared by every connection.
+pub struct Config {
+    /// The answer to `GET /`.
+    pub body: Vec<u8>,
+    /// Keep-alive idle limit between requests.
+    pub idle: Duration,
+    /// Limit on one request, from its first byte.
+    pub request: Duration,
+}
+
+/// Serves one connection until the client closes it, misbehaves, or times
+/// out. Never returns an error: a client's trouble is not the server's.
+pub async fn serve_connection(stream: TcpStream, config: Rc<Config>) {
+    let scope = CancelScope::with_deadline(current_time() + config.idle);
+    let mut buf = vec![0u8; INITIAL_BUF];
+    let mut filled = 0;
+    let outcome = scope.run(connection_loop(&stream, &config, &scope, &mut buf, &mut filled)).await;
+    if let Ok(None) = outcome {
+        // The deadline fired. Mid-request, tell the client why.
+        if filled > 0 {
+            let mut out = Vec::new();
+            write_error(&mut out, 408);
+            let _ = move_on_after(GOODBYE_TIMEOUT, stream.send_all(&out)).await;
+        }
+    }
+}
+
+async fn connection_loop(
+    stream: &TcpStream,
+    config: &Config,
+    scope: &CancelScope,
+    buf: &mut Vec<u8>,
+    filled: &mut usize,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(config.body.len() + 256);
+    // Whether the bytes buffered belong to a request whose deadline is set.
+    let mut in_request = false;
+    loop {
+        // Answer every complete request already buffered (pipelining).
+        let mut start = 0;
+        let mut close = false;
+        loop {
+            match parse_request(&buf[start..*filled]) {
+                Parse::Request(req) => {
+                    write_response(&mut out, &req, &config.body);
+                    start += req.consumed;
+                    if !req.keep_alive {
+                        close = true;
+                        break;
+                    }
+                }
+                Parse::Partial => break,
+                Parse::Error(status) => {
+                    write_error(&mut out, status);
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if start > 0 {
+            buf.copy_within(start..*filled, 0);
+            *filled -= start;
+            in_request = false;
+        }
+        if !out.is_empty() {
+            stream.send_all(&out).await?;
+            out.clear();
+        }
+        if close {
+            return Ok(());
+        }
+        if *filled == 0 {
+            // Between requests: the keep-alive idle deadline applies.
+            scope.set_deadline(current_time() + config.idle);
+        } else if !in_request {
+            // The first bytes of a request not complete yet: from now on it
+            // has the request deadline, however slowly the rest trickles in.
+            scope.set_deadline(current_time() + config.request);
+            in_request = true;
+        }
+        if *filled == buf.len() {
+            // A request bigger than the buffer so far: grow (the parser has
+            // already refused heads and bodies over their limits).
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = stream.receive_some(&mut buf[*filled..]).await?;
+        if n == 0 {
+            return Ok(()); // the client closed, possibly mid-request
+        }
+        *filled += n;
+    }
+}
+
