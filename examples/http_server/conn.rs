@@ -29,12 +29,13 @@ pub struct Config {
 /// out. Never returns an error: a client's trouble is not the server's.
 pub async fn serve_connection(stream: TcpStream, config: Rc<Config>) {
     let scope = CancelScope::with_deadline(current_time() + config.idle);
-    let mut buf = vec![0u8; INITIAL_BUF];
-    let mut filled = 0;
-    let outcome = scope.run(connection_loop(&stream, &config, &scope, &mut buf, &mut filled)).await;
+    // Reserved, not zeroed: `receive_into` fills spare capacity, so an idle
+    // connection's buffer pages are never touched.
+    let mut buf = Vec::with_capacity(INITIAL_BUF);
+    let outcome = scope.run(connection_loop(&stream, &config, &scope, &mut buf)).await;
     if let Ok(None) = outcome {
         // The deadline fired. Mid-request, tell the client why.
-        if filled > 0 {
+        if !buf.is_empty() {
             let mut out = Vec::new();
             write_error(&mut out, 408);
             let _ = move_on_after(GOODBYE_TIMEOUT, stream.send_all(&out)).await;
@@ -47,7 +48,6 @@ async fn connection_loop(
     config: &Config,
     scope: &CancelScope,
     buf: &mut Vec<u8>,
-    filled: &mut usize,
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(config.body.len() + 256);
     // Whether the bytes buffered belong to a request whose deadline is set.
@@ -57,7 +57,7 @@ async fn connection_loop(
         let mut start = 0;
         let mut close = false;
         loop {
-            match parse_request(&buf[start..*filled]) {
+            match parse_request(&buf[start..]) {
                 Parse::Request(req) => {
                     write_response(&mut out, &req, &config.body);
                     start += req.consumed;
@@ -75,8 +75,7 @@ async fn connection_loop(
             }
         }
         if start > 0 {
-            buf.copy_within(start..*filled, 0);
-            *filled -= start;
+            buf.drain(..start);
             in_request = false;
         }
         if !out.is_empty() {
@@ -86,7 +85,7 @@ async fn connection_loop(
         if close {
             return Ok(());
         }
-        if *filled == 0 {
+        if buf.is_empty() {
             // Between requests: the keep-alive idle deadline applies.
             scope.set_deadline(current_time() + config.idle);
         } else if !in_request {
@@ -95,16 +94,13 @@ async fn connection_loop(
             scope.set_deadline(current_time() + config.request);
             in_request = true;
         }
-        if *filled == buf.len() {
+        if buf.len() == buf.capacity() {
             // A request bigger than the buffer so far: grow (the parser has
             // already refused heads and bodies over their limits).
-            buf.resize(buf.len() * 2, 0);
+            buf.reserve(buf.len());
         }
-        let n = stream.receive_some(&mut buf[*filled..]).await?;
-        if n == 0 {
+        if stream.receive_into(buf).await? == 0 {
             return Ok(()); // the client closed, possibly mid-request
         }
-        *filled += n;
     }
 }
-

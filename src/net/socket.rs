@@ -10,6 +10,10 @@ use crate::readiness::{after_io, Dir, Source};
 use crate::runtime::Core;
 use crate::Cancelled;
 
+/// What [`SocketStream::receive_into`] reserves when the vector has no
+/// spare capacity: 8 KiB, the size `std::io::copy` uses.
+const DEFAULT_RECEIVE: usize = 8 * 1024;
+
 /// Most buffers one `writev` takes: Linux's `UIO_MAXIOV` (`IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
@@ -76,6 +80,31 @@ impl<S: StreamIo> SocketStream<S> {
                 // A short read drained the socket: the next receive waits
                 // for an event without trying a syscall that would refuse.
                 // (Not at end of stream: that edge has fired for good.)
+                Ok((n, n > 0 && n < want))
+            })
+            .await
+    }
+
+    pub(crate) async fn receive_into(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if buf.capacity() == buf.len() {
+            buf.reserve(DEFAULT_RECEIVE);
+        }
+        self.source
+            .op(Dir::Read, |s| {
+                let spare = buf.spare_capacity_mut();
+                let want = spare.len();
+                // SAFETY: `spare` is writable memory of `want` bytes owned by
+                // `buf`, borrowed exclusively for the call; `read(2)` writes
+                // at most `want` bytes into it and the fd is open (borrowed
+                // through `s`).
+                let n = unsafe { libc::read(s.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let n = n as usize;
+                // SAFETY: the kernel initialised the first `n` bytes of the
+                // spare capacity, right after the current length.
+                unsafe { buf.set_len(buf.len() + n) };
                 Ok((n, n > 0 && n < want))
             })
             .await

@@ -89,6 +89,26 @@ impl TcpStream {
         self.inner.receive_some(buf).await
     }
 
+    /// Receives at least one byte into the spare capacity of `buf`
+    /// (reserving 8 KiB if it has none) and returns how many were appended;
+    /// 0 at the end of the stream. The buffer is never zeroed first, and an
+    /// idle connection's `Vec::with_capacity` buffer is never touched, so
+    /// its pages cost no memory (tokio's `read_buf` pattern).
+    ///
+    /// ```no_run
+    /// # async fn f(stream: trioxide::TcpStream) -> std::io::Result<()> {
+    /// let mut buf = Vec::with_capacity(64 * 1024);
+    /// loop {
+    ///     buf.clear();
+    ///     if stream.receive_into(&mut buf).await? == 0 { return Ok(()); }
+    ///     stream.send_all(&buf).await?;
+    /// }
+    /// # }
+    /// ```
+    pub async fn receive_into(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.inner.receive_into(buf).await
+    }
+
     /// Sends all of `data`. See [`SendStream::send_all`].
     pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
         self.inner.send_all(data).await
