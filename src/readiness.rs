@@ -10,7 +10,10 @@
 //!   errors set both, so the next operation reports them);
 //! * **cleared** only by the operation that saw the kernel refuse: a
 //!   `WouldBlock`, or a read shorter than its buffer or a write shorter than
-//!   its data (both mean the kernel's buffer was exhausted at that moment).
+//!   its data (both mean the kernel's buffer was exhausted at that moment);
+//! * **never cleared** again once the peer hung up or the socket failed in
+//!   that direction (`sticky`): the FIN may arrive, and be reported, before
+//!   the short read that drains the last data, and no edge follows it.
 //!
 //! # Why no wake-up is lost
 //! Edge-triggered epoll reports a transition to ready that happens after the
@@ -65,6 +68,11 @@ const NO_TOKEN: usize = usize::MAX;
 /// owns the fd and the driver's table.
 pub(crate) struct IoState {
     ready: Cell<u8>,
+    /// Directions whose readiness can no longer be cleared: the peer hung
+    /// up or the socket is in error. Edge-triggered epoll reports that once;
+    /// a short read of the last data before the FIN must not clear it, or
+    /// the next receive would wait forever for the end of stream.
+    sticky: Cell<u8>,
     closed: Cell<bool>,
     /// Set when a send was cancelled after sending part of its data.
     send_broken: Cell<bool>,
@@ -83,6 +91,7 @@ impl IoState {
     pub(crate) fn new() -> IoState {
         IoState {
             ready: Cell::new(BOTH),
+            sticky: Cell::new(0),
             closed: Cell::new(false),
             send_broken: Cell::new(false),
             send_closed: Cell::new(false),
@@ -107,12 +116,21 @@ impl IoState {
     /// Records an event; collects the wakers of the directions it readied.
     pub(crate) fn on_event(&self, event: &mio::event::Event, woken: &mut Vec<Waker>) {
         let mut bits = 0;
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
+        let mut sticky = 0;
+        if event.is_read_closed() || event.is_error() {
+            sticky |= Dir::Read.bit();
+        }
+        if event.is_write_closed() || event.is_error() {
+            sticky |= Dir::Write.bit();
+        }
+        if event.is_readable() {
             bits |= Dir::Read.bit();
         }
-        if event.is_writable() || event.is_write_closed() || event.is_error() {
+        if event.is_writable() {
             bits |= Dir::Write.bit();
         }
+        bits |= sticky;
+        self.sticky.set(self.sticky.get() | sticky);
         self.ready.set(self.ready.get() | bits);
         for dir in [Dir::Read, Dir::Write] {
             if bits & dir.bit() != 0 {
@@ -128,9 +146,12 @@ impl IoState {
         self.ready.get() & dir.bit() != 0
     }
 
+    /// Forgets that `dir` is ready, unless the peer hung up or the socket
+    /// failed in that direction (then every operation must go on finding
+    /// out, since no new edge will come).
     #[inline]
     pub(crate) fn clear(&self, dir: Dir) {
-        self.ready.set(self.ready.get() & !dir.bit());
+        self.ready.set(self.ready.get() & !(dir.bit() & !self.sticky.get()));
     }
 
     /// Marks the source closed and wakes its waiters, which then report
