@@ -13,7 +13,8 @@ for line in sys.stdin:
     except ValueError: continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] != ["bench"]:
         name = m["target"]["name"]
-        if name in ("trioxide", "scheduler_nursery_rules", "cancel_rules", "wakers", "random_trees"):
+        if name in ("trioxide", "scheduler_nursery_rules", "cancel_rules", "wakers", "random_trees",
+                    "io_rules", "sockets", "happy_eyeballs", "accept_emfile", "http_bad_input", "fairness"):
             print(m["executable"])
 ')
 for b in $bins; do

@@ -11,9 +11,10 @@
 //! * **cleared** only by the operation that saw the kernel refuse: a
 //!   `WouldBlock`, or a read shorter than its buffer or a write shorter than
 //!   its data (both mean the kernel's buffer was exhausted at that moment);
-//! * **never cleared** again once the peer hung up or the socket failed in
-//!   that direction (`sticky`): the FIN may arrive, and be reported, before
-//!   the short read that drains the last data, and no edge follows it.
+//!   But a short read or write does not clear a direction in which the peer
+//!   hung up or the socket failed (`sticky`): the FIN may arrive, and be
+//!   reported, before the short read that drains the last data, and no edge
+//!   follows it. Only a `WouldBlock` clears such a bit.
 //!
 //! # Why no wake-up is lost
 //! Edge-triggered epoll reports a transition to ready that happens after the
@@ -146,11 +147,21 @@ impl IoState {
         self.ready.get() & dir.bit() != 0
     }
 
-    /// Forgets that `dir` is ready, unless the peer hung up or the socket
-    /// failed in that direction (then every operation must go on finding
-    /// out, since no new edge will come).
+    /// Forgets that `dir` is ready: the kernel said `WouldBlock`, which is
+    /// the truth whatever was reported before (a datagram socket's error,
+    /// say, is gone once read).
     #[inline]
     pub(crate) fn clear(&self, dir: Dir) {
+        self.ready.set(self.ready.get() & !dir.bit());
+        self.sticky.set(self.sticky.get() & !dir.bit());
+    }
+
+    /// Forgets that `dir` is ready after a short read or write (the buffer
+    /// was exhausted), unless the peer hung up or the socket failed in that
+    /// direction: that was reported once, possibly before the short read of
+    /// the last data, and the next operation must still find it.
+    #[inline]
+    pub(crate) fn clear_drained(&self, dir: Dir) {
         self.ready.set(self.ready.get() & !(dir.bit() & !self.sticky.get()));
     }
 
@@ -395,7 +406,7 @@ impl<S: AsRawFd> Source<S> {
                 match result {
                     Ok((r, drained)) => {
                         if drained {
-                            self.state.clear(dir);
+                            self.state.clear_drained(dir);
                         }
                         if !suspended {
                             after_io().await;
@@ -437,7 +448,7 @@ impl<S: AsRawFd> Source<S> {
                     Ok((n, full)) => {
                         progress.sent += n as u64;
                         if full {
-                            self.state.clear(Dir::Write);
+                            self.state.clear_drained(Dir::Write);
                         }
                         continue;
                     }

@@ -263,7 +263,10 @@ pub struct RunReport {
     pub tasks_left: usize,
     /// Timers still in the timer table.
     pub timers_left: usize,
-    /// Task allocations still alive (a waker kept somewhere holds one).
+    /// Task allocations still alive (a waker kept somewhere holds one). A
+    /// waker held by another thread counts until that thread drops it: a
+    /// name-resolution thread of `open_tcp_stream` that is still finishing
+    /// when the run ends shows here as 1.
     pub task_allocations_left: usize,
     /// The seed the scheduler used (to replay an interleaving).
     pub seed: u64,

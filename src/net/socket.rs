@@ -155,9 +155,10 @@ impl<S: StreamIo> SocketStream<S> {
                 if n < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                let n = n as usize;
-                // 0 means the file ended before `count` bytes.
-                Ok((n, n > 0 && n < want))
+                // 0 means the file ended before `count` bytes. A short
+                // transfer may mean the file ended too, not that the socket
+                // is full, so it never clears readiness: the next call tells.
+                Ok((n as usize, false))
             })
             .await
     }
