@@ -527,14 +527,23 @@ note_skips() { # scenario
 echo "## I/O benchmarks"
 echo
 echo "\`SECS=$SECS REPEAT=$REPEAT bash benches/io.sh\` on $(nproc) cores, $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ)."
-echo "Servers on core 0, load generator on core 1; figures are medians of $REPEAT run(s)."
+echo "Servers on core 0, load generator on core 1; figures are medians of $REPEAT run(s), the servers' order rotating from one repeat to the next."
+
+# The servers in the order of repeat $1: rotated by one each repeat, so no
+# server always runs first (after a quiet spell) or last on a busy machine.
+rotated() {
+    local r=$1 n=${#SERVERS[@]} i
+    for ((i = 0; i < n; i++)); do
+        echo "${SERVERS[$(((i + r - 1) % n))]}"
+    done
+}
 
 for scn in $SCENARIOS; do
     case $scn in
         echo1k | echo10k | echo100k | http | pingpong)
             note_skips "$scn"
             for ((r = 1; r <= REPEAT; r++)); do
-                for s in "${SERVERS[@]}"; do
+                for s in $(rotated "$r"); do
                     [[ -n ${SKIPPED["$scn|$s"]:-} ]] || run_throughput "$scn" "$s"
                 done
             done
@@ -543,7 +552,7 @@ for scn in $SCENARIOS; do
         fairness)
             note_skips fairness
             for ((r = 1; r <= REPEAT; r++)); do
-                for s in "${SERVERS[@]}"; do
+                for s in $(rotated "$r"); do
                     [[ -n ${SKIPPED["fairness|$s"]:-} ]] || run_fairness "$s"
                 done
             done

@@ -17,17 +17,26 @@ mod args;
 const ANSWER: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nPong!";
 
 /// Largest request read; a longer one is answered once this much arrived.
-const MAX_REQUEST: usize = 4096;
+/// The buffer lives inside the connection's task, so it is kept small
+/// (a ping-pong request is a few dozen bytes).
+const MAX_REQUEST: usize = 1024;
 
 async fn pong(stream: TcpStream) {
     let mut buf = [0u8; MAX_REQUEST];
     let mut len = 0;
     // Read until the end of the request head, the end of the stream, or a
     // full buffer; errors (a reset, a cancel) just drop the connection.
-    while len < buf.len() && !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+    while len < buf.len() {
         match stream.receive_some(&mut buf[len..]).await {
             Ok(0) => break,
-            Ok(n) => len += n,
+            Ok(n) => {
+                // Look from 3 bytes back, for a `\r\n\r\n` split across reads.
+                let from = len.saturating_sub(3);
+                len += n;
+                if buf[from..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
             Err(_) => return,
         }
     }
