@@ -434,12 +434,22 @@ impl CancelScope {
     /// Sets the absolute deadline. Inside the scope, a deadline moved earlier
     /// takes effect at the next checkpoint; one already passed cancels now.
     pub fn set_deadline(&self, deadline: Instant) {
-        self.node.deadline.set(deadline);
-        self.node.relative.set(None);
         if self.node.state.get() == State::Entered {
             let core = Core::current();
-            self.node.arm_deadline(core, core.now());
+            self.set_deadline_inside(core, deadline, core.now());
+        } else {
+            self.node.deadline.set(deadline);
+            self.node.relative.set(None);
         }
+    }
+
+    /// `set_deadline` on an entered scope, with the clock already read (one
+    /// clock read per call of `set_relative_deadline`, which a server may
+    /// make per request).
+    fn set_deadline_inside(&self, core: &Core, deadline: Instant, now: Instant) {
+        self.node.deadline.set(deadline);
+        self.node.relative.set(None);
+        self.node.arm_deadline(core, now);
     }
 
     /// Sets a deadline relative to the moment of entry (before entry) or to
@@ -450,7 +460,11 @@ impl CancelScope {
                 self.node.deadline.set(Instant::FAR_FUTURE);
                 self.node.relative.set(Some(timeout));
             }
-            State::Entered => self.set_deadline(Core::current().now() + timeout),
+            State::Entered => {
+                let core = Core::current();
+                let now = core.now();
+                self.set_deadline_inside(core, now + timeout, now);
+            }
             State::Exited => {}
         }
     }

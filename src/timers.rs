@@ -3,11 +3,15 @@
 //!
 //! Each timer is a slab entry (what to do when it fires) plus one heap entry
 //! `(deadline, seq, key)`. Cancelling a timer only removes the slab entry;
-//! moving it pushes a new heap entry with a new `seq`. A heap entry whose
-//! `seq` no longer matches its slab entry is stale and is skipped when it
-//! reaches the top. So setting, moving and cancelling cost O(log n), O(log n)
-//! and O(1), with no search, and a million pending sleeps are a million heap
-//! entries. When stale entries outnumber live ones the heap is rebuilt, which
+//! moving it earlier pushes a new heap entry with a new `seq`. A heap entry
+//! whose `seq` no longer matches its slab entry is stale and is skipped when
+//! it reaches the top. Moving a timer *later* only updates its slab entry:
+//! its heap entry is then early, and is pushed again at the true deadline
+//! when it reaches the top (a server that pushes a connection's idle
+//! deadline back on every request pays one heap push per idle period, not
+//! per request). So setting, moving and cancelling cost O(log n), O(log n)
+//! or O(1), and O(1), with no search, and a million pending sleeps are a
+//! million heap entries. When stale entries outnumber live ones the heap is rebuilt, which
 //! bounds its size to a constant factor of the live timers.
 
 use std::cmp::Reverse;
@@ -67,6 +71,16 @@ impl Timers {
 
     /// Moves an existing timer to a new deadline (re-arming it if it fired).
     pub(crate) fn reset(&mut self, key: usize, deadline: Instant) {
+        if let Some(e) = self.entries.get_mut(key) {
+            if !e.fired && deadline >= e.deadline {
+                // Postponed: its heap entry, now early, stays. When it
+                // comes due it is pushed again at the new deadline (see
+                // `expire`). A server moving a connection's idle deadline
+                // on every request pays no heap push for it.
+                e.deadline = deadline;
+                return;
+            }
+        }
         self.seq += 1;
         let seq = self.seq;
         if let Some(e) = self.entries.get_mut(key) {
@@ -113,7 +127,12 @@ impl Timers {
         self.armed == 0
     }
 
-    /// The earliest armed deadline, dropping stale heap entries on the way.
+    /// A lower bound of the earliest armed deadline (dropping stale heap
+    /// entries on the way): a postponed timer's heap entry still holds its
+    /// old, earlier deadline. Waking at it is harmless, `expire` then moves
+    /// the entry to its true deadline, and it costs one early wake-up per
+    /// postponed timer per period, where settling eagerly here would cost a
+    /// heap push per postponement, each time the loop goes idle.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(&Reverse((deadline, seq, key))) = self.heap.peek() {
             if self.is_live(seq, key) {
@@ -125,7 +144,9 @@ impl Timers {
     }
 
     /// Fires every timer whose deadline is `<= now`, appending what to do to
-    /// `out`. The caller runs the actions after releasing the table.
+    /// `out`. The caller runs the actions after releasing the table. A heap
+    /// entry that comes due for a timer postponed since is pushed again at
+    /// the true deadline instead.
     pub(crate) fn expire(&mut self, now: Instant, out: &mut Vec<Fired>) {
         while let Some(&Reverse((deadline, seq, key))) = self.heap.peek() {
             if deadline > now {
@@ -136,6 +157,10 @@ impl Timers {
                 continue;
             }
             let e = &mut self.entries[key];
+            if e.deadline > deadline {
+                self.heap.push(Reverse((e.deadline, seq, key)));
+                continue;
+            }
             e.fired = true;
             self.armed -= 1;
             match &mut e.action {
@@ -177,8 +202,12 @@ mod tests {
         let c = t.insert(at(20), TimerAction::Wake(None));
         t.remove(b);
         t.reset(c, at(40));
-        assert_eq!(t.next_deadline(), Some(at(30)));
+        // c was postponed in place: its old deadline is the lower bound.
+        assert_eq!(t.next_deadline(), Some(at(20)));
         let mut out = Vec::new();
+        t.expire(at(25), &mut out);
+        assert!(out.is_empty(), "nothing was due at 25");
+        assert_eq!(t.next_deadline(), Some(at(30)));
         t.expire(at(35), &mut out);
         assert!(t.is_fired(a));
         assert!(!t.is_fired(c));
@@ -186,6 +215,37 @@ mod tests {
         t.remove(a);
         t.remove(c);
         assert_eq!(t.len(), 0);
+        assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn postponing_a_timer_adds_no_heap_entry_and_fires_it_at_the_new_deadline() {
+        let mut t = Timers::default();
+        let k = t.insert(at(10), TimerAction::Wake(None));
+        let other = t.insert(at(15), TimerAction::Wake(None));
+        for d in 11..1000 {
+            t.reset(k, at(d));
+        }
+        assert_eq!(t.heap.len(), 2, "postponing must not push");
+        let mut out = Vec::new();
+        t.expire(at(500), &mut out);
+        assert!(!t.is_fired(k), "fired at its old deadline");
+        assert!(t.is_fired(other));
+        // Only a lower bound until the early heap entry came due:
+        assert_eq!(t.next_deadline(), Some(at(999)));
+        t.expire(at(999), &mut out);
+        assert!(t.is_fired(k));
+        // Moving it earlier again (re-arming) still works.
+        t.reset(k, at(2000));
+        t.reset(k, at(1500));
+        assert_eq!(t.next_deadline(), Some(at(1500)));
+        t.reset(k, at(1800));
+        assert_eq!(t.next_deadline(), Some(at(1500)), "a lower bound");
+        t.expire(at(1500), &mut out);
+        assert!(!t.is_fired(k));
+        assert_eq!(t.next_deadline(), Some(at(1800)));
+        t.remove(k);
+        t.remove(other);
         assert_eq!(t.next_deadline(), None);
     }
 

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use trioxide::{current_time, move_on_after, CancelScope, TcpStream};
+use trioxide::{move_on_after, CancelScope, TcpStream};
 
 use crate::proto::{parse_request, write_error, write_response, Parse};
 /// First read buffer per connection; it grows (up to a head and a body at
@@ -28,7 +28,7 @@ pub struct Config {
 /// Serves one connection until the client closes it, misbehaves, or times
 /// out. Never returns an error: a client's trouble is not the server's.
 pub async fn serve_connection(stream: TcpStream, config: Rc<Config>) {
-    let scope = CancelScope::with_deadline(current_time() + config.idle);
+    let scope = CancelScope::with_relative_deadline(config.idle);
     // Reserved, not zeroed: `receive_into` fills spare capacity, so an idle
     // connection's buffer pages are never touched.
     let mut buf = Vec::with_capacity(INITIAL_BUF);
@@ -87,11 +87,11 @@ async fn connection_loop(
         }
         if buf.is_empty() {
             // Between requests: the keep-alive idle deadline applies.
-            scope.set_deadline(current_time() + config.idle);
+            scope.set_relative_deadline(config.idle);
         } else if !in_request {
             // The first bytes of a request not complete yet: from now on it
             // has the request deadline, however slowly the rest trickles in.
-            scope.set_deadline(current_time() + config.request);
+            scope.set_relative_deadline(config.request);
             in_request = true;
         }
         if buf.len() == buf.capacity() {
