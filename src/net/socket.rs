@@ -29,6 +29,10 @@ pub(crate) struct SocketStream<S: AsRawFd> {
 /// What a stream socket must offer: reads and writes through `&S`, and a
 /// half-close.
 pub(crate) trait StreamIo: AsRawFd {
+    /// The socket's pending error (`SO_ERROR`), taken.
+    fn take_error(&self) -> io::Result<Option<io::Error>>;
+    /// Whether the socket has a peer yet (a non-blocking connect is done).
+    fn is_connected(&self) -> io::Result<bool>;
     fn read_some(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn write_some(&self, buf: &[u8]) -> io::Result<usize>;
     fn write_vectored_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
@@ -38,6 +42,16 @@ pub(crate) trait StreamIo: AsRawFd {
 macro_rules! stream_io {
     ($t:ty) => {
         impl StreamIo for $t {
+            fn take_error(&self) -> io::Result<Option<io::Error>> {
+                <$t>::take_error(self)
+            }
+            fn is_connected(&self) -> io::Result<bool> {
+                match self.peer_addr() {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
             #[inline]
             fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
                 (&*self).read(buf)
@@ -67,6 +81,25 @@ impl<S: StreamIo> SocketStream<S> {
 
     pub(crate) fn fd(&self) -> RawFd {
         self.source.fd()
+    }
+
+    /// Waits for a non-blocking `connect` to finish: the socket turns
+    /// writable, then `SO_ERROR` says how it went. The optimistic initial
+    /// readiness must not be trusted for that, so it is cleared first.
+    pub(crate) async fn finish_connect(&self) -> io::Result<()> {
+        let source = &self.source;
+        source.state.clear(Dir::Write);
+        loop {
+            source.ready(Dir::Write).await?;
+            if let Some(e) = source.with(|s| s.take_error())? {
+                return Err(e);
+            }
+            if source.with(|s| s.is_connected())? {
+                return Ok(());
+            }
+            // Spurious readiness: not connected yet.
+            source.state.clear(Dir::Write);
+        }
     }
 
     pub(crate) async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -191,3 +224,45 @@ impl<S: StreamIo> SocketStream<S> {
         self.source.close();
     }
 }
+
+/// Implements the stream traits (and `AsRawFd`) for a wrapper of a
+/// [`SocketStream`] in a field named `inner`.
+macro_rules! impl_stream_traits {
+    ($t:ty) => {
+        impl std::os::fd::AsRawFd for $t {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                self.inner.fd()
+            }
+        }
+
+        impl $crate::stream::Resource for $t {
+            fn close(&self) {
+                self.inner.close();
+            }
+        }
+
+        impl $crate::stream::SendStream for $t {
+            fn send_all(&self, data: &[u8]) -> impl std::future::Future<Output = std::io::Result<()>> {
+                self.inner.send_all(data)
+            }
+
+            fn wait_send_all_might_not_block(&self) -> impl std::future::Future<Output = std::io::Result<()>> {
+                self.inner.wait_send_all_might_not_block()
+            }
+        }
+
+        impl $crate::stream::ReceiveStream for $t {
+            fn receive_some(&self, buf: &mut [u8]) -> impl std::future::Future<Output = std::io::Result<usize>> {
+                self.inner.receive_some(buf)
+            }
+        }
+
+        impl $crate::stream::HalfCloseableStream for $t {
+            fn send_eof(&self) -> impl std::future::Future<Output = std::io::Result<()>> {
+                self.inner.send_eof()
+            }
+        }
+    };
+}
+
+pub(crate) use impl_stream_traits;

@@ -5,9 +5,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::net::socket::SocketStream;
+use crate::net::socket::{impl_stream_traits, SocketStream};
 use crate::readiness::{Dir, Source};
-use crate::stream::{HalfCloseableStream, Listener, ReceiveStream, Resource, SendStream};
+use crate::stream::{Listener, Resource};
 
 /// The listen backlog asked for: Trio's `0xFFFF`. Linux silently caps it at
 /// `net.core.somaxconn` (4096 by default), so this means "the system's
@@ -59,22 +59,8 @@ impl TcpStream {
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         crate::checkpoint::checkpoint_if_cancelled()?;
         let stream = TcpStream::from_mio(mio::net::TcpStream::connect(addr)?)?;
-        let source = &stream.inner.source;
-        // A non-blocking connect is done when the socket turns writable;
-        // the optimistic initial bit must not be trusted for that.
-        source.state.clear(Dir::Write);
-        loop {
-            source.ready(Dir::Write).await?;
-            if let Some(e) = source.with(|s| s.take_error())? {
-                return Err(e);
-            }
-            match source.with(|s| s.peer_addr()) {
-                Ok(_) => return Ok(stream),
-                // Spurious readiness: not connected yet.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => source.state.clear(Dir::Write),
-                Err(e) => return Err(e),
-            }
-        }
+        stream.inner.finish_connect().await?;
+        Ok(stream)
     }
 
     /// Wraps a connected std stream (made non-blocking here).
@@ -84,7 +70,7 @@ impl TcpStream {
     }
 
     /// Receives at least one byte into `buf`; 0 at the end of the stream.
-    /// See [`ReceiveStream::receive_some`].
+    /// See [`ReceiveStream::receive_some`](crate::ReceiveStream::receive_some).
     pub async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.receive_some(buf).await
     }
@@ -109,7 +95,7 @@ impl TcpStream {
         self.inner.receive_into(buf).await
     }
 
-    /// Sends all of `data`. See [`SendStream::send_all`].
+    /// Sends all of `data`. See [`SendStream::send_all`](crate::SendStream::send_all).
     pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
         self.inner.send_all(data).await
     }
@@ -129,7 +115,7 @@ impl TcpStream {
     }
 
     /// Closes the sending half (`shutdown(SHUT_WR)`). See
-    /// [`HalfCloseableStream::send_eof`].
+    /// [`HalfCloseableStream::send_eof`](crate::HalfCloseableStream::send_eof).
     pub async fn send_eof(&self) -> io::Result<()> {
         self.inner.send_eof().await
     }
@@ -156,39 +142,7 @@ impl TcpStream {
     }
 }
 
-impl AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.fd()
-    }
-}
-
-impl Resource for TcpStream {
-    fn close(&self) {
-        self.inner.close();
-    }
-}
-
-impl SendStream for TcpStream {
-    fn send_all(&self, data: &[u8]) -> impl std::future::Future<Output = io::Result<()>> {
-        self.inner.send_all(data)
-    }
-
-    fn wait_send_all_might_not_block(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        self.inner.wait_send_all_might_not_block()
-    }
-}
-
-impl ReceiveStream for TcpStream {
-    fn receive_some(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> {
-        self.inner.receive_some(buf)
-    }
-}
-
-impl HalfCloseableStream for TcpStream {
-    fn send_eof(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        self.inner.send_eof()
-    }
-}
+impl_stream_traits!(TcpStream);
 
 /// A listening TCP socket, with the backlog at the system's maximum.
 ///

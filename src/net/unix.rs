@@ -4,9 +4,9 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
-use crate::net::socket::SocketStream;
+use crate::net::socket::{impl_stream_traits, SocketStream};
 use crate::readiness::{Dir, Source};
-use crate::stream::{HalfCloseableStream, Listener, ReceiveStream, Resource, SendStream};
+use crate::stream::{Listener, Resource};
 
 /// A Unix-domain stream socket. Same operations and rules as
 /// [`TcpStream`](crate::TcpStream).
@@ -34,19 +34,8 @@ impl UnixStream {
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
         crate::checkpoint::checkpoint_if_cancelled()?;
         let stream = UnixStream { inner: SocketStream::new(mio::net::UnixStream::connect(path)?) };
-        let source = &stream.inner.source;
-        source.state.clear(Dir::Write);
-        loop {
-            source.ready(Dir::Write).await?;
-            if let Some(e) = source.with(|s| s.take_error())? {
-                return Err(e);
-            }
-            match source.with(|s| s.peer_addr()) {
-                Ok(_) => return Ok(stream),
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => source.state.clear(Dir::Write),
-                Err(e) => return Err(e),
-            }
-        }
+        stream.inner.finish_connect().await?;
+        Ok(stream)
     }
 
     /// A connected pair of sockets (`socketpair(2)`).
@@ -107,39 +96,7 @@ impl UnixStream {
     }
 }
 
-impl AsRawFd for UnixStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.fd()
-    }
-}
-
-impl Resource for UnixStream {
-    fn close(&self) {
-        self.inner.close();
-    }
-}
-
-impl SendStream for UnixStream {
-    fn send_all(&self, data: &[u8]) -> impl std::future::Future<Output = io::Result<()>> {
-        self.inner.send_all(data)
-    }
-
-    fn wait_send_all_might_not_block(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        self.inner.wait_send_all_might_not_block()
-    }
-}
-
-impl ReceiveStream for UnixStream {
-    fn receive_some(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> {
-        self.inner.receive_some(buf)
-    }
-}
-
-impl HalfCloseableStream for UnixStream {
-    fn send_eof(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        self.inner.send_eof()
-    }
-}
+impl_stream_traits!(UnixStream);
 
 /// A listening Unix-domain socket.
 ///
