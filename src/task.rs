@@ -122,7 +122,7 @@ impl Shared {
             }
             i = i.wrapping_add(1);
             // Read the clock only every 64 spins: it costs ~20 ns.
-            if i % 64 == 0 && start.elapsed() >= limit {
+            if i.is_multiple_of(64) && start.elapsed() >= limit {
                 return false;
             }
             std::hint::spin_loop();

@@ -545,7 +545,7 @@ fn run_seed(seed: u64, verbose: bool, stats: &mut Stats) -> Result<(), String> {
     let builder = Builder::new().seed(seed).clock(clock);
     // Odd seeds catch a panic outside `run` (as a user would); even seeds
     // catch it inside `main`, so the report can be checked as well.
-    let catch_inside = seed % 2 == 0;
+    let catch_inside = seed.is_multiple_of(2);
     let outcome = if catch_inside {
         let main = CatchPanic { inner: Some(Box::pin(top_future(root.clone(), ctx.clone()))) };
         catch_unwind(AssertUnwindSafe(|| builder.run_with_report(main)))
