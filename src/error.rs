@@ -337,13 +337,35 @@ fn split_box(e: BoxError) -> (bool, Option<BoxError>) {
                 let (m, rest) = io.split_cancelled();
                 (m, rest.map(|io| Box::new(io) as BoxError))
             }
+            Err(e) if is_cancelled_error(e.as_ref()) => (true, None),
             Err(e) => (false, Some(e)),
         },
     }
 }
 
-/// True if `e` is a [`Cancelled`], an I/O error wrapping one, or a
-/// [`MultiError`] made only of cancellations.
+/// True if `e` is a [`Cancelled`], an I/O error wrapping one, a
+/// [`MultiError`] made only of cancellations, or an error whose
+/// [`source`](StdError::source) is one of these.
+///
+/// The last rule is how an error enum with a "cancelled" case (such as
+/// [`ParkError`](crate::sync::ParkError) or a channel's receive error) is
+/// caught by the cancel scope that was cancelled after `?` boxed it: its
+/// cancelled case returns `Cancelled` as its source. Give your own error
+/// types the same shape to get the same treatment.
+///
+/// ```
+/// use trioxide::{is_cancelled_error, Cancelled};
+/// #[derive(Debug)]
+/// struct Wrapped(Cancelled);
+/// impl std::fmt::Display for Wrapped {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("gave up") }
+/// }
+/// impl std::error::Error for Wrapped {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> { Some(&self.0) }
+/// }
+/// assert!(is_cancelled_error(&Wrapped(Cancelled)));
+/// assert!(!is_cancelled_error(&std::fmt::Error));
+/// ```
 pub fn is_cancelled_error(e: &(dyn StdError + 'static)) -> bool {
     if e.is::<Cancelled>() {
         return true;
@@ -354,8 +376,26 @@ pub fn is_cancelled_error(e: &(dyn StdError + 'static)) -> bool {
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
         return io.get_ref().is_some_and(|inner| is_cancelled_error(inner));
     }
-    false
+    e.source().is_some_and(is_cancelled_error)
 }
+
+/// A `try_` operation could not complete without blocking (Trio's
+/// `WouldBlock`).
+///
+/// ```
+/// use trioxide::WouldBlock;
+/// assert_eq!(WouldBlock.to_string(), "the operation would block");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct WouldBlock;
+
+impl fmt::Display for WouldBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the operation would block")
+    }
+}
+
+impl StdError for WouldBlock {}
 
 #[cfg(test)]
 mod tests {

@@ -53,6 +53,7 @@ mod runtime;
 mod scheduler;
 mod start;
 mod stream;
+pub mod sync;
 mod task;
 mod testing;
 mod time;
@@ -65,7 +66,7 @@ pub use clock::{secs_f64, Clock, Instant, MockClock, SystemClock};
 pub use driver::{io_stats, IoStats};
 pub use error::{
     io_error_kind, is_cancelled_error, BoxError, BrokenResource, BusyResource, Cancellation, Cancelled, ClosedResource,
-    InvalidTime, IoErrorKind, MultiError, NurseryClosed, StartError, TooSlow,
+    InvalidTime, IoErrorKind, MultiError, NurseryClosed, StartError, TooSlow, WouldBlock,
 };
 pub use instrument::{add_instrument, current_task, remove_instrument, task_tree, Instrument, TaskInfo};
 pub use net::connect::{happy_eyeballs, open_tcp_stream, HAPPY_EYEBALLS_DELAY};

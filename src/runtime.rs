@@ -93,6 +93,15 @@ pub(crate) struct Core {
     /// Identifies this run, so a socket that outlives one run is registered
     /// afresh in the next.
     pub(crate) run_id: u64,
+    /// Lots to break when a task ends (`ParkingLot::add_breaker`): a
+    /// `Lock` registers its owner here (rule Y3). Usually empty or short.
+    pub(crate) lot_breakers: RefCell<Vec<(TaskId, std::rc::Weak<RefCell<crate::sync::parking_lot::Lot>>)>>,
+    /// Cancel checks made so far (every checkpoint makes one), for
+    /// `testing::assert_checkpoints`.
+    pub(crate) cancel_checks: Cell<u64>,
+    /// Schedule points offered without yielding (`after_io` found nobody
+    /// else runnable), for `testing::assert_checkpoints`.
+    pub(crate) yield_offers: Cell<u64>,
 }
 
 impl Core {
@@ -177,6 +186,9 @@ impl Core {
     pub(crate) fn remove_task(&self, id: TaskId) {
         let slot = self.tasks.borrow_mut().remove(id.key());
         slot.root.unregister_task(slot.root_reg);
+        if !self.lot_breakers.borrow().is_empty() {
+            crate::sync::parking_lot::run_breakers(self, id);
+        }
         if self.has_instruments.get() {
             self.each_instrument(|i| i.task_exited(id));
         }
@@ -187,6 +199,7 @@ impl Core {
     /// should yield (see `readiness::after_io`).
     #[inline]
     pub(crate) fn should_yield_after_io(&self) -> bool {
+        self.yield_offers.set(self.yield_offers.get() + 1);
         if self.batch_left.get() > 0 || !self.runq.borrow().is_empty() {
             self.io_streak.set(0);
             return true;
@@ -218,6 +231,7 @@ impl Core {
     /// every checkpoint makes.
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancel_checks.set(self.cancel_checks.get() + 1);
         let p = self.current_status_ptr();
         // SAFETY: see `cancel.rs` ("Why current_status is valid"): a
         // non-null current_status points to a node kept alive by the task
@@ -343,6 +357,9 @@ impl Builder {
             io_streak: Cell::new(0),
             io_poll_requested: Cell::new(false),
             run_id: NEXT_RUN_ID.fetch_add(1, Ordering::Relaxed),
+            lot_breakers: RefCell::new(Vec::new()),
+            cancel_checks: Cell::new(0),
+            yield_offers: Cell::new(0),
         });
         let guard = ContextGuard::enter(&core);
         core.clock.start_clock();

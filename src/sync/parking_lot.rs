@@ -1,0 +1,458 @@
+//! [`ParkingLot`]: the FIFO queue of waiting tasks every synchronisation
+//! primitive is built on (Trio's `trio.lowlevel.ParkingLot`).
+//!
+//! A lot holds *waiters* in arrival order. [`ParkingLot::park`] queues the
+//! current task and sleeps until another task calls [`ParkingLot::unpark`]
+//! (first come, first served), the task is cancelled, or the lot is broken.
+//!
+//! **Hand-over.** Unparking is a decision made by the *unparking* task: from
+//! that moment the waiter counts as woken, and a cancellation that arrives
+//! before the waiter runs again does not undo it (Trio reschedules the task
+//! with a value; the abort function is no longer consulted). This is what
+//! lets a `Lock` hand ownership straight to the next waiter (rule Y2) and a
+//! channel hand a value straight to a blocked receiver (rule Y5). A Rust
+//! future can also be *dropped* between the hand-over and its next poll (a
+//! `select!` that picked another branch); primitives that hand something over
+//! check [`Park::is_unparked`] in their own `Drop` and pass the thing on.
+//!
+//! **Why waiters are `Rc`s.** [`ParkingLot::repark`] moves waiters from one
+//! lot to another (a `Condition` moves notified tasks onto its lock's lot),
+//! so a waiter cannot be identified by its slot in one lot. Each parked
+//! future owns a small `Rc<Waiter>`; the lot keeps a doubly linked list of
+//! them in a `slab` (O(1) push, pop and removal on cancel), and the waiter
+//! remembers which lot and slot it sits in. The allocation happens only
+//! when a task actually blocks.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
+
+use slab::Slab;
+
+use crate::error::{BrokenResource, Cancelled};
+use crate::runtime::Core;
+use crate::task::TaskId;
+
+/// End of a waiter list.
+const NIL: usize = usize::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Queued in a lot.
+    Parked,
+    /// Removed by `unpark`: the park succeeds whatever happens next.
+    Unparked,
+    /// Removed by `break_lot`.
+    Broken,
+}
+
+struct Waiter {
+    state: Cell<State>,
+    task: TaskId,
+    waker: RefCell<Option<Waker>>,
+    /// The lot this waiter is queued in, and its slot there (while Parked).
+    lot: RefCell<Weak<RefCell<Lot>>>,
+    key: Cell<usize>,
+}
+
+struct Node {
+    waiter: Rc<Waiter>,
+    prev: usize,
+    next: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Lot {
+    nodes: Slab<Node>,
+    head: Option<usize>,
+    tail: Option<usize>,
+    /// Set by `break_lot`: every later park fails at once.
+    broken_by: Option<TaskId>,
+}
+
+impl Lot {
+    fn push_back(&mut self, waiter: Rc<Waiter>) -> usize {
+        let prev = self.tail.unwrap_or(NIL);
+        let key = self.nodes.insert(Node { waiter, prev, next: NIL });
+        match self.tail {
+            Some(t) => self.nodes[t].next = key,
+            None => self.head = Some(key),
+        }
+        self.tail = Some(key);
+        key
+    }
+
+    fn unlink(&mut self, key: usize) -> Rc<Waiter> {
+        let node = self.nodes.remove(key);
+        if node.prev == NIL {
+            self.head = (node.next != NIL).then_some(node.next);
+        } else {
+            self.nodes[node.prev].next = node.next;
+        }
+        if node.next == NIL {
+            self.tail = (node.prev != NIL).then_some(node.prev);
+        } else {
+            self.nodes[node.next].prev = node.prev;
+        }
+        node.waiter
+    }
+
+    fn pop_front(&mut self) -> Option<Rc<Waiter>> {
+        let key = self.head?;
+        Some(self.unlink(key))
+    }
+}
+
+/// A fair (FIFO) queue of parked tasks: the building block of
+/// [`Event`](crate::sync::Event), [`Lock`](crate::sync::Lock) and the other
+/// primitives, public for writing your own (Trio's `ParkingLot`).
+///
+/// Not `Clone`: share it with an `Rc` if several owners need it.
+///
+/// ```
+/// use std::rc::Rc;
+/// use trioxide::{run, open_nursery, wait_all_tasks_blocked, BoxError};
+/// use trioxide::sync::ParkingLot;
+///
+/// run(open_nursery(|n| async move {
+///     let lot = Rc::new(ParkingLot::new());
+///     let l2 = lot.clone();
+///     n.start_soon(async move { l2.park().await })?;
+///     wait_all_tasks_blocked().await?;
+///     assert_eq!(lot.len(), 1);
+///     assert_eq!(lot.unpark(1), 1);
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
+pub struct ParkingLot {
+    inner: Rc<RefCell<Lot>>,
+}
+
+impl Default for ParkingLot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for ParkingLot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lot = self.inner.borrow();
+        f.debug_struct("ParkingLot")
+            .field("tasks_waiting", &lot.nodes.len())
+            .field("broken_by", &lot.broken_by)
+            .finish()
+    }
+}
+
+/// Why a [`ParkingLot::park`] did not end in an unpark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkError {
+    /// The task's cancel scope was cancelled first.
+    Cancelled,
+    /// The lot was broken by [`ParkingLot::break_lot`] (for a `Lock`: its
+    /// owner task ended while holding it).
+    Broken(BrokenResource),
+}
+
+impl fmt::Display for ParkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParkError::Cancelled => Cancelled.fmt(f),
+            ParkError::Broken(b) => b.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ParkError {
+    /// `Cancelled` for the cancelled case, so a cancel scope recognises the
+    /// error as its own cancellation (see [`Cancellation`](crate::Cancellation)).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ParkError::Cancelled => Some(&Cancelled),
+            ParkError::Broken(b) => Some(b),
+        }
+    }
+}
+
+impl From<Cancelled> for ParkError {
+    fn from(_: Cancelled) -> Self {
+        ParkError::Cancelled
+    }
+}
+
+impl crate::error::Cancellation for ParkError {
+    fn split_cancelled(self) -> (bool, Option<Self>) {
+        match self {
+            ParkError::Cancelled => (true, None),
+            other => (false, Some(other)),
+        }
+    }
+}
+
+/// The reason a broken lot gives.
+const BROKEN: BrokenResource =
+    BrokenResource { reason: "the parking lot was broken (a lock's owner task ended holding it)" };
+
+impl ParkingLot {
+    /// An empty lot.
+    pub fn new() -> ParkingLot {
+        ParkingLot { inner: Rc::new(RefCell::new(Lot::default())) }
+    }
+
+    /// Parks the current task until it is unparked. A checkpoint: it reports
+    /// `Cancelled` if the task is cancelled before being unparked, and
+    /// cancellation after the unpark does not undo it.
+    pub fn park(&self) -> Park<'_> {
+        Park { lot: self, waiter: None, done: false }
+    }
+
+    /// Wakes up to `n` waiters, oldest first; returns how many.
+    pub fn unpark(&self, n: usize) -> usize {
+        let mut woken = 0;
+        while woken < n && self.unpark_one().is_some() {
+            woken += 1;
+        }
+        woken
+    }
+
+    /// Wakes the oldest waiter and returns its task, if any waits. The
+    /// hand-over is final: the waiter's park succeeds even if it is
+    /// cancelled before it runs.
+    pub fn unpark_one(&self) -> Option<TaskId> {
+        let waiter = self.inner.borrow_mut().pop_front()?;
+        Some(finish(&waiter, State::Unparked))
+    }
+
+    /// Wakes every waiter; returns how many.
+    pub fn unpark_all(&self) -> usize {
+        self.unpark(usize::MAX)
+    }
+
+    /// Moves up to `n` waiters, oldest first, to the back of `other`
+    /// without waking them; returns how many. They will be woken by an
+    /// unpark of `other`. (`Condition::notify` moves waiters onto its lock.)
+    ///
+    /// If `other` is broken, the moved waiters fail with `Broken`.
+    pub fn repark(&self, other: &ParkingLot, n: usize) -> usize {
+        if Rc::ptr_eq(&self.inner, &other.inner) {
+            return 0;
+        }
+        let mut moved = 0;
+        while moved < n {
+            let Some(waiter) = self.inner.borrow_mut().pop_front() else { break };
+            let mut to = other.inner.borrow_mut();
+            if to.broken_by.is_some() {
+                drop(to);
+                finish(&waiter, State::Broken);
+            } else {
+                let key = to.push_back(waiter.clone());
+                waiter.key.set(key);
+                *waiter.lot.borrow_mut() = Rc::downgrade(&other.inner);
+            }
+            moved += 1;
+        }
+        moved
+    }
+
+    /// Moves every waiter to `other` (see [`repark`](ParkingLot::repark)).
+    pub fn repark_all(&self, other: &ParkingLot) -> usize {
+        self.repark(other, usize::MAX)
+    }
+
+    /// Breaks the lot: every waiter's park fails with
+    /// [`ParkError::Broken`], and so does every later park. `by` is the
+    /// task responsible, reported by [`broken_by`](ParkingLot::broken_by).
+    /// Returns how many waiters were woken.
+    pub fn break_lot(&self, by: TaskId) -> usize {
+        let mut n = 0;
+        self.inner.borrow_mut().broken_by.get_or_insert(by);
+        loop {
+            let Some(w) = self.inner.borrow_mut().pop_front() else { break };
+            finish(&w, State::Broken);
+            n += 1;
+        }
+        n
+    }
+
+    /// The task whose end broke this lot, if it is broken.
+    pub fn broken_by(&self) -> Option<TaskId> {
+        self.inner.borrow().broken_by
+    }
+
+    /// How many tasks are parked here (Trio's `statistics().tasks_waiting`).
+    pub fn len(&self) -> usize {
+        self.inner.borrow().nodes.len()
+    }
+
+    /// True if no task is parked here.
+    pub fn is_empty(&self) -> bool {
+        self.inner.borrow().head.is_none()
+    }
+
+    /// Breaks this lot when `task` ends, unless
+    /// [`remove_breaker`](ParkingLot::remove_breaker) is called first. A
+    /// `Lock` registers its owner this way (rule Y3).
+    pub fn add_breaker(&self, task: TaskId) {
+        Core::current().lot_breakers.borrow_mut().push((task, Rc::downgrade(&self.inner)));
+    }
+
+    /// Undoes one [`add_breaker`](ParkingLot::add_breaker) for `task`;
+    /// false if there was none.
+    pub fn remove_breaker(&self, task: TaskId) -> bool {
+        let core = Core::current();
+        let mut list = core.lot_breakers.borrow_mut();
+        // Locks are usually released in the reverse order of acquisition:
+        // search from the back.
+        let me = Rc::downgrade(&self.inner);
+        match list.iter().rposition(|(t, lot)| *t == task && lot.ptr_eq(&me)) {
+            Some(i) => {
+                list.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Marks a waiter removed from its lot and wakes it; returns its task.
+fn finish(waiter: &Waiter, state: State) -> TaskId {
+    waiter.state.set(state);
+    *waiter.lot.borrow_mut() = Weak::new();
+    if let Some(w) = waiter.waker.borrow_mut().take() {
+        w.wake();
+    }
+    waiter.task
+}
+
+/// Called by the runtime when a task ends: breaks the lots it was
+/// registered as the breaker of.
+pub(crate) fn run_breakers(core: &Core, task: TaskId) {
+    let due: Vec<Weak<RefCell<Lot>>> = {
+        let mut list = core.lot_breakers.borrow_mut();
+        let mut due = Vec::new();
+        list.retain(|(t, lot)| {
+            if *t == task {
+                due.push(lot.clone());
+                false
+            } else {
+                true
+            }
+        });
+        due
+    };
+    for lot in due {
+        if let Some(inner) = lot.upgrade() {
+            ParkingLot { inner }.break_lot(task);
+        }
+    }
+}
+
+/// The future of [`ParkingLot::park`].
+#[must_use = "parking does nothing unless awaited"]
+pub struct Park<'a> {
+    lot: &'a ParkingLot,
+    waiter: Option<Rc<Waiter>>,
+    done: bool,
+}
+
+impl fmt::Debug for Park<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Park").field("state", &self.waiter.as_ref().map(|w| w.state.get())).finish()
+    }
+}
+
+impl Park<'_> {
+    /// True once an unpark has chosen this waiter, before the future has
+    /// reported it. A primitive that hands something over on unpark checks
+    /// this in its `Drop` to pass the thing on if the future is dropped.
+    pub fn is_unparked(&self) -> bool {
+        !self.done && self.waiter.as_ref().is_some_and(|w| w.state.get() == State::Unparked)
+    }
+
+    /// True while this future is queued in a lot.
+    pub fn is_parked(&self) -> bool {
+        !self.done && self.waiter.as_ref().is_some_and(|w| w.state.get() == State::Parked)
+    }
+
+    /// Removes a still-queued waiter from whatever lot it is in now.
+    fn withdraw(waiter: &Waiter) {
+        if waiter.state.get() != State::Parked {
+            return;
+        }
+        let lot = waiter.lot.borrow().upgrade();
+        if let Some(lot) = lot {
+            lot.borrow_mut().unlink(waiter.key.get());
+        }
+        *waiter.lot.borrow_mut() = Weak::new();
+    }
+}
+
+impl Future for Park<'_> {
+    type Output = Result<(), ParkError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        assert!(!self.done, "Park polled after completion");
+        let core = Core::current();
+        let Some(waiter) = self.waiter.clone() else {
+            // First poll: a checkpoint's cancel check, then queue up.
+            if core.is_cancelled() {
+                self.done = true;
+                return Poll::Ready(Err(ParkError::Cancelled));
+            }
+            let mut lot = self.lot.inner.borrow_mut();
+            if lot.broken_by.is_some() {
+                self.done = true;
+                return Poll::Ready(Err(ParkError::Broken(BROKEN)));
+            }
+            let waiter = Rc::new(Waiter {
+                state: Cell::new(State::Parked),
+                task: core.current_task.get(),
+                waker: RefCell::new(Some(cx.waker().clone())),
+                lot: RefCell::new(Rc::downgrade(&self.lot.inner)),
+                key: Cell::new(NIL),
+            });
+            waiter.key.set(lot.push_back(waiter.clone()));
+            drop(lot);
+            self.waiter = Some(waiter);
+            core.waiting_on.set("parking lot");
+            return Poll::Pending;
+        };
+        match waiter.state.get() {
+            State::Unparked => {
+                self.done = true;
+                Poll::Ready(Ok(()))
+            }
+            State::Broken => {
+                self.done = true;
+                Poll::Ready(Err(ParkError::Broken(BROKEN)))
+            }
+            State::Parked => {
+                if core.is_cancelled() {
+                    Park::withdraw(&waiter);
+                    self.done = true;
+                    return Poll::Ready(Err(ParkError::Cancelled));
+                }
+                let mut slot = waiter.waker.borrow_mut();
+                match &mut *slot {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    other => *other = Some(cx.waker().clone()),
+                }
+                core.waiting_on.set("parking lot");
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Park<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = &self.waiter {
+            if !self.done {
+                Park::withdraw(w);
+            }
+        }
+    }
+}
