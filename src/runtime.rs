@@ -102,6 +102,8 @@ pub(crate) struct Core {
     /// Schedule points offered without yielding (`after_io` found nobody
     /// else runnable), for `testing::assert_checkpoints`.
     pub(crate) yield_offers: Cell<u64>,
+    /// The default limiter of `to_thread::run_sync`, made on first use.
+    pub(crate) thread_limiter: std::cell::OnceCell<Rc<crate::sync::CapacityLimiter>>,
 }
 
 impl Core {
@@ -360,6 +362,7 @@ impl Builder {
             lot_breakers: RefCell::new(Vec::new()),
             cancel_checks: Cell::new(0),
             yield_offers: Cell::new(0),
+            thread_limiter: std::cell::OnceCell::new(),
         });
         let guard = ContextGuard::enter(&core);
         core.clock.start_clock();
@@ -429,6 +432,10 @@ impl Drop for ContextGuard<'_> {
         }
         drop(tasks);
         self.core.tasks.borrow_mut().clear();
+        // Jobs sent from other threads from now on are refused; those
+        // queued but not run are dropped here, which tells their threads
+        // the run is over (`from_thread`).
+        drop(self.core.shared.close_jobs());
         CONTEXT.with(|c| c.set(std::ptr::null()));
     }
 }

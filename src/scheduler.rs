@@ -196,12 +196,29 @@ impl Core {
                 }
             }
         }
-        self.shared.drain_remote(&mut scratch.remote);
-        if !scratch.remote.is_empty() {
+        self.shared.drain_remote(&mut scratch.remote, &mut scratch.jobs);
+        if !scratch.remote.is_empty() || !scratch.jobs.is_empty() {
             self.remote_streak.set(SPIN_STREAK);
         }
         for id in scratch.remote.drain(..) {
             self.wake_task(id, true);
+        }
+        for job in scratch.jobs.drain(..) {
+            self.run_job(job);
+        }
+    }
+
+    /// Runs a closure sent by another thread (`from_thread`), outside any
+    /// task but inside the run's root cancel status, so it may spawn
+    /// system tasks and check for cancellation.
+    fn run_job(&self, job: crate::task::Job) {
+        self.current_status.set(std::rc::Rc::as_ptr(&self.system_scope));
+        // The job catches its own panics (to send them to its thread);
+        // this is a backstop so one bad job cannot take the runtime down.
+        let r = catch_unwind(AssertUnwindSafe(job));
+        self.current_status.set(std::ptr::null());
+        if r.is_err() {
+            eprintln!("trioxide: a job sent from another thread panicked; the run goes on");
         }
     }
 
@@ -279,4 +296,5 @@ struct Scratch {
     fired: Vec<Fired>,
     io: Vec<Waker>,
     remote: Vec<TaskId>,
+    jobs: Vec<crate::task::Job>,
 }

@@ -62,10 +62,26 @@ impl std::fmt::Debug for TaskId {
     }
 }
 
-/// The part of the runtime other threads may touch: remote wake-ups.
+/// A closure sent by another thread to run on the runtime thread
+/// (`from_thread`).
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+/// What other threads have queued for the runtime.
+#[derive(Default)]
+pub(crate) struct RemoteQueue {
+    /// Tasks woken from other threads.
+    pub(crate) tasks: Vec<TaskId>,
+    /// Closures to run on the runtime thread, in arrival order.
+    pub(crate) jobs: Vec<Job>,
+    /// Set when the run is over: no job is accepted any more.
+    closed: bool,
+}
+
+/// The part of the runtime other threads may touch: remote wake-ups and
+/// jobs.
 pub(crate) struct Shared {
-    /// Tasks woken from other threads, drained by the runtime between passes.
-    remote: Mutex<Vec<TaskId>>,
+    /// Drained by the runtime between passes.
+    remote: Mutex<RemoteQueue>,
     /// Set after a push to `remote`, so the runtime can check for remote
     /// wake-ups with one load instead of taking the lock every pass.
     pending: AtomicBool,
@@ -80,7 +96,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(waker: mio::Waker) -> Shared {
         Shared {
-            remote: Mutex::new(Vec::new()),
+            remote: Mutex::new(RemoteQueue::default()),
             pending: AtomicBool::new(false),
             parked: AtomicBool::new(false),
             waker,
@@ -91,7 +107,12 @@ impl Shared {
     fn push_remote(&self, id: TaskId) {
         // A poisoned lock only means another waker panicked mid-push; the
         // Vec is still valid.
-        self.remote.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+        self.remote.lock().unwrap_or_else(|p| p.into_inner()).tasks.push(id);
+        self.poke();
+    }
+
+    /// Tells the runtime that something waits in `remote`.
+    fn poke(&self) {
         // SeqCst pairs with `park`: either the runtime sees `pending` before
         // it blocks, or we see `parked` and poke it (Dekker's handshake).
         self.pending.store(true, Ordering::SeqCst);
@@ -99,6 +120,27 @@ impl Shared {
             // Nothing useful to do if the poke fails: the runtime is gone.
             let _ = self.waker.wake();
         }
+    }
+
+    /// Queues `job` to run on the runtime thread between passes. Gives it
+    /// back if the run is over.
+    pub(crate) fn push_job(&self, job: Job) -> Result<(), Job> {
+        let mut q = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+        if q.closed {
+            return Err(job);
+        }
+        q.jobs.push(job);
+        drop(q);
+        self.poke();
+        Ok(())
+    }
+
+    /// Refuses further jobs and returns those not run (the run is over).
+    /// Dropping them tells their senders the run finished.
+    pub(crate) fn close_jobs(&self) -> Vec<Job> {
+        let mut q = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+        q.closed = true;
+        std::mem::take(&mut q.jobs)
     }
 
     /// Called by the runtime just before blocking in the I/O wait. Returns
@@ -138,10 +180,13 @@ impl Shared {
         self.pending.load(Ordering::Relaxed)
     }
 
-    /// Moves remote wake-ups into `out`. Cheap when there are none.
-    pub(crate) fn drain_remote(&self, out: &mut Vec<TaskId>) {
+    /// Moves remote wake-ups and jobs into `tasks` and `jobs`. Cheap when
+    /// there are none.
+    pub(crate) fn drain_remote(&self, tasks: &mut Vec<TaskId>, jobs: &mut Vec<Job>) {
         if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::AcqRel) {
-            out.append(&mut self.remote.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut q = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.append(&mut q.tasks);
+            jobs.append(&mut q.jobs);
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::time::sleep_forever;
 /// 8305's recommended "Connection Attempt Delay" and Trio's default.
 pub const HAPPY_EYEBALLS_DELAY: Duration = Duration::from_millis(250);
 
-/// Connects to `host:port`: resolves the name (on a helper thread, so a
+/// Connects to `host:port`: resolves the name (on a `to_thread` worker, so a
 /// slow DNS server never stalls the loop; IP literals skip it), then tries
 /// the addresses by [`happy_eyeballs`] with [`HAPPY_EYEBALLS_DELAY`].
 /// A checkpoint.
@@ -147,52 +147,13 @@ where
     }
 }
 
-/// The answer of a resolver thread.
-struct Answer {
-    result: Option<io::Result<Vec<SocketAddr>>>,
-    waker: Option<Waker>,
-}
-
-/// Resolves on a thread of its own (getaddrinfo blocks). If the caller is
-/// cancelled, the thread finishes on its own and its answer is dropped.
-/// (A thread per lookup until the thread pool of `to_thread` exists.)
+/// Resolves on a worker thread of `to_thread` (getaddrinfo blocks), as
+/// Trio does. If the caller is cancelled, the lookup is abandoned: it
+/// finishes on its own and its answer is dropped.
 async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
-    let answer = Arc::new(Mutex::new(Answer { result: None, waker: None }));
-    let theirs = answer.clone();
-    std::thread::Builder::new().name("trioxide-resolver".into()).spawn(move || {
-        let result = (host.as_str(), port).to_socket_addrs().map(|it| it.collect());
-        let waker = {
-            let mut a = theirs.lock().unwrap_or_else(|p| p.into_inner());
-            a.result = Some(result);
-            a.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    })?;
-    Resolve { answer }.await
-}
-
-struct Resolve {
-    answer: Arc<Mutex<Answer>>,
-}
-
-impl Future for Resolve {
-    type Output = io::Result<Vec<SocketAddr>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if crate::runtime::Core::current().is_cancelled() {
-            return Poll::Ready(Err(Cancelled.into()));
-        }
-        let mut a = self.answer.lock().unwrap_or_else(|p| p.into_inner());
-        match a.result.take() {
-            Some(r) => Poll::Ready(r),
-            None => {
-                a.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
-    }
+    crate::to_thread::run_sync(move || (host.as_str(), port).to_socket_addrs().map(|it| it.collect()))
+        .abandon_on_cancel(true)
+        .await?
 }
 
 #[cfg(test)]
