@@ -30,6 +30,9 @@ use crate::runtime::Core;
 use crate::sync::parking_lot::{Park, ParkError, ParkingLot};
 use crate::task::TaskId;
 
+/// A loan serial number never issued (`lend` starts at 1).
+const NO_LOAN: u64 = 0;
+
 /// Who holds a [`CapacityLimiter`] token: a task, or an opaque unique id.
 ///
 /// ```
@@ -343,7 +346,10 @@ impl CapacityLimiter {
 
     /// Records a loan to `borrower`; returns its serial number.
     fn lend(&self, borrower: Borrower) -> u64 {
-        let serial = self.next_serial.get().wrapping_add(1);
+        let serial = match self.next_serial.get().wrapping_add(1) {
+            NO_LOAN => NO_LOAN + 1,
+            n => n,
+        };
         self.next_serial.set(serial);
         self.borrowers.borrow_mut().insert(borrower, serial);
         serial
@@ -520,7 +526,11 @@ impl<'a> Future for CapacityAcquire<'a> {
                     return Poll::Ready(match res {
                         // `wake_waiters` lent the token to our borrower.
                         Ok(()) => {
-                            let serial = limiter.serial_of(borrower).unwrap_or_else(|| limiter.lend(borrower));
+                            // The loan may already be over, if someone gave
+                            // it back on our borrower's behalf before we ran:
+                            // the token then holds nothing (serial 0 is
+                            // never issued).
+                            let serial = limiter.serial_of(borrower).unwrap_or(NO_LOAN);
                             Ok(CapacityToken { limiter, borrower, serial })
                         }
                         Err(ParkError::Cancelled) => {
