@@ -55,7 +55,7 @@ fn run1<F: Future<Output = Result<(), BoxError>>>(main: F) {
 /// True if the log holds, pass by pass, one entry of each of two tasks:
 /// every aligned pair is `{a, b}`.
 fn interleaved(log: &[&'static str], a: &str, b: &str) -> bool {
-    log.len() % 2 == 0 && log.chunks(2).all(|p| (p[0] == a && p[1] == b) || (p[0] == b && p[1] == a))
+    log.len().is_multiple_of(2) && log.chunks(2).all(|p| (p[0] == a && p[1] == b) || (p[0] == b && p[1] == a))
 }
 
 // ---------------------------------------------------------------- Y1
@@ -735,7 +735,8 @@ fn y4_capacity_limiter_second_token_for_one_borrower_is_an_error() {
                 })?;
                 wait_all_tasks_blocked().await?;
                 assert_eq!(c.statistics().tasks_waiting, 1);
-                seen.borrow_mut().push(c.acquire_on_behalf_of(w).await.map(drop));
+                let second = c.acquire_on_behalf_of(w).await.map(drop);
+                seen.borrow_mut().push(second);
                 assert_eq!(c.try_acquire_on_behalf_of(w).map(drop), Err(TryBorrowError::AlreadyBorrowing));
                 n.cancel_scope().cancel();
                 Ok::<_, BoxError>(())
@@ -787,8 +788,8 @@ fn y4_capacity_limiter_set_total_tokens_grows_at_once_and_shrinks_as_tokens_retu
                     // Shrinking takes nobody's token away.
                     c.set_total_tokens(1)?;
                     assert_eq!((c.borrowed_tokens(), c.total_tokens(), c.available_tokens()), (4, 1, 0));
-                    for i in 0..3 {
-                        c.release_on_behalf_of(b[i])?;
+                    for &bi in &b[..3] {
+                        c.release_on_behalf_of(bi)?;
                     }
                     assert_eq!(c.statistics().borrowers, sorted(&[3]));
                     assert_eq!(c.statistics().tasks_waiting, 1);
