@@ -8,6 +8,7 @@
 //! Runs use fixed seeds on an autojumping mock clock inside a virtual-time
 //! hang guard; order-sensitive tests loop over seeds 1..=8.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -781,4 +782,96 @@ fn capacity_limiter_uncontended_acquire_is_a_schedule_point() {
 #[test]
 fn condition_uncontended_acquire_is_a_schedule_point() {
     uncontended_acquire_is_a_schedule_point(Condition::new);
+}
+
+// ------------------------------------------- the uncontended path does not allocate
+
+/// Counts allocations made on the current thread while counting is on
+/// (tests run on several threads at once; only the counting one matters).
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note_allocation() {
+    // `try_with`: the thread's locals may be gone while it exits.
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        }
+    });
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; we only count, in
+// const-initialised thread-locals that never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `f` on this thread.
+async fn allocations_in<F: Future>(f: F) -> usize {
+    ALLOCATIONS.with(|n| n.set(0));
+    COUNTING.with(|on| on.set(true));
+    f.await;
+    COUNTING.with(|on| on.set(false));
+    ALLOCATIONS.with(|n| n.get())
+}
+
+#[test]
+fn uncontended_acquire_and_release_do_not_allocate() {
+    run1(async {
+        let lock = Lock::new();
+        let sem = Semaphore::new(1);
+        let limiter = CapacityLimiter::new(1);
+        let cond = Condition::new();
+        let event = Event::new();
+        event.set();
+        let cycle = || async {
+            drop(lock.acquire().await?);
+            drop(lock.try_acquire()?);
+            drop(sem.acquire().await?);
+            drop(limiter.acquire().await?);
+            drop(limiter.try_acquire()?);
+            drop(cond.acquire().await?);
+            event.wait().await?;
+            Ok::<_, BoxError>(())
+        };
+        // Warm-up: the first acquisitions grow the runtime's breaker list
+        // and the limiter's borrower map to their working size.
+        cycle().await?;
+        let n = allocations_in(async {
+            for _ in 0..100 {
+                cycle().await.expect("uncontended acquisitions succeed");
+            }
+        })
+        .await;
+        assert_eq!(n, 0);
+        Ok(())
+    });
 }

@@ -255,6 +255,13 @@ impl Lock {
     /// Ends the current holding period: ownership goes to the oldest
     /// waiter (which is woken already owning it), or the lock becomes free.
     pub(crate) fn hand_over(&self) {
+        if self.lot.broken_by().is_some() {
+            // Broken for good (rule Y3). Reachable only if a guard outlived
+            // its owner task (moved into another task's keeping): the lock
+            // stays broken rather than becoming free for some and broken
+            // for others.
+            return;
+        }
         let old = self.owner.get();
         // Outside a run (a guard dropped after `run` returned) there is no
         // breaker list to update.
