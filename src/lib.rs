@@ -83,6 +83,7 @@ pub use rng::SEED_ENV;
 pub use runtime::{run, Builder, RunReport};
 pub use start::{Start, TaskStatus};
 pub use stream::{HalfCloseableStream, Listener, ReceiveStream, Resource, SendStream, Stream};
+pub use sync::{CapacityLimiter, Condition, Event, Lock, Semaphore};
 pub use task::TaskId;
 pub use testing::{wait_all_tasks_blocked, WaitAllTasksBlocked};
 pub use time::{current_time, sleep, sleep_forever, sleep_until, Sleep, SleepForever};
