@@ -25,7 +25,8 @@ struct State {
     jobs: VecDeque<Job>,
     /// Workers waiting on `ready`.
     idle: usize,
-    /// Workers alive (for tests and statistics).
+    /// Workers alive: a failed thread start checks whether any other
+    /// worker will come back for the queue.
     threads: usize,
 }
 
@@ -94,9 +95,4 @@ fn worker() {
             return;
         }
     }
-}
-
-/// Worker threads alive now (idle or busy).
-pub(crate) fn threads_alive() -> usize {
-    POOL.lock().threads
 }

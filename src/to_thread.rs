@@ -25,7 +25,7 @@ use std::task::{Context, Poll, Waker};
 use crate::error::Cancelled;
 use crate::from_thread::{current_handle, with_worker_handle};
 use crate::runtime::Core;
-use crate::sync::{Borrower, CapacityLimiter};
+use crate::sync::{BorrowError, Borrower, CapacityLimiter};
 use crate::task::TaskId;
 
 /// Tokens of each run's default thread limiter: how many `run_sync`
@@ -151,7 +151,12 @@ where
     // Each call borrows on behalf of a borrower of its own, as Trio does
     // (a task may have several calls in flight through select-like code).
     let borrower = Borrower::unique();
-    let token = limiter.acquire_on_behalf_of(borrower).await.map_err(io::Error::other)?;
+    let token = match limiter.acquire_on_behalf_of(borrower).await {
+        Ok(t) => t,
+        Err(BorrowError::Cancelled) => return Err(Cancelled.into()),
+        // A fresh borrower cannot already hold a token; report it anyway.
+        Err(e) => return Err(io::Error::other(e)),
+    };
     let slot = Arc::new(Mutex::new(Slot { result: None, waker: None }));
     let done = Completion { slot: slot.clone(), result: None };
     let handle = current_handle();

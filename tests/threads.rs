@@ -64,10 +64,11 @@ fn bump(counter: &Arc<(Mutex<usize>, Condvar)>) {
 #[test]
 fn run_sync_returns_the_closures_value_from_another_thread() {
     let main_thread = std::thread::current().id();
-    let (v, other) = trioxide::run(async move {
-        to_thread::run_sync(move || (6 * 7, std::thread::current().id() != main_thread)).await
-    })
-    .unwrap();
+    let (v, other) =
+        trioxide::run(
+            async move { to_thread::run_sync(move || (6 * 7, std::thread::current().id() != main_thread)).await },
+        )
+        .unwrap();
     assert_eq!(v, 42);
     assert!(other, "the closure ran on the runtime's own thread");
 }
@@ -157,7 +158,7 @@ fn the_default_limiter_has_trios_40_tokens_and_is_per_run() {
             assert_eq!(l.total_tokens(), to_thread::DEFAULT_THREAD_LIMIT);
             assert_eq!(to_thread::DEFAULT_THREAD_LIMIT, 40);
             // Shrinking it in one run does not leak into the next.
-            l.set_total_tokens(1);
+            l.set_total_tokens(1).unwrap();
         });
     }
 }
