@@ -39,6 +39,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod cancel;
+pub mod channel;
 mod checkpoint;
 mod clock;
 mod driver;
@@ -61,6 +62,7 @@ mod timeouts;
 mod timers;
 
 pub use cancel::{CancelScope, Scoped};
+pub use channel::open_memory_channel;
 pub use checkpoint::{cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, Checkpoint, ShieldedCheckpoint};
 pub use clock::{secs_f64, Clock, Instant, MockClock, SystemClock};
 pub use driver::{io_stats, IoStats};
