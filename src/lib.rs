@@ -39,6 +39,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod cancel;
+pub mod channel;
 mod checkpoint;
 mod clock;
 mod driver;
@@ -64,6 +65,7 @@ mod timers;
 pub mod to_thread;
 
 pub use cancel::{CancelScope, Scoped};
+pub use channel::open_memory_channel;
 pub use checkpoint::{cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, Checkpoint, ShieldedCheckpoint};
 pub use clock::{secs_f64, Clock, Instant, MockClock, SystemClock};
 pub use driver::{io_stats, IoStats};
