@@ -51,6 +51,7 @@ mod readiness;
 mod rng;
 mod runtime;
 mod scheduler;
+pub mod signal;
 mod start;
 mod stream;
 pub mod sync;
