@@ -46,6 +46,7 @@ mod error;
 mod instrument;
 mod net;
 mod nursery;
+pub mod process;
 mod raw_fd;
 mod readiness;
 mod rng;
