@@ -76,6 +76,20 @@ impl PipeSendStream {
     /// Sends all of `data`, waiting while the pipe is full. A checkpoint;
     /// see [`SendStream::send_all`]. If the reader has gone, the OS's
     /// `BrokenPipe` error (`EPIPE`).
+    ///
+    /// ```
+    /// use trioxide::process::{PipeReceiveStream, PipeSendStream};
+    /// trioxide::run(async {
+    ///     let (r, w) = std::io::pipe()?;
+    ///     let (r, w) = (PipeReceiveStream::new(r.into())?, PipeSendStream::new(w.into())?);
+    ///     w.send_all(b"abc").await?;
+    ///     w.close(); // the reader sees the end after the data
+    ///     let mut got = Vec::new();
+    ///     while r.receive_into(&mut got).await? > 0 {}
+    ///     assert_eq!(got, b"abc");
+    ///     Ok::<_, std::io::Error>(())
+    /// }).unwrap();
+    /// ```
     pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
         self.source
             .send_loop(data.len() as u64, |f, sent| {
@@ -88,6 +102,15 @@ impl PipeSendStream {
     }
 
     /// Waits until the pipe has room. A checkpoint.
+    ///
+    /// ```
+    /// trioxide::run(async {
+    ///     let (_r, w) = std::io::pipe()?;
+    ///     let w = trioxide::process::PipeSendStream::new(w.into())?;
+    ///     w.wait_send_all_might_not_block().await?; // an empty pipe has room
+    ///     Ok::<_, std::io::Error>(())
+    /// }).unwrap();
+    /// ```
     pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
         let _guard = self.source.state.begin(Dir::Write)?;
         if !self.source.ready(Dir::Write).await? {
@@ -98,6 +121,17 @@ impl PipeSendStream {
 
     /// Closes the pipe now: the reader sees the end of the data, and tasks
     /// waiting here wake with [`ClosedResource`](crate::ClosedResource).
+    ///
+    /// ```
+    /// trioxide::run(async {
+    ///     let (_r, w) = std::io::pipe()?;
+    ///     let w = trioxide::process::PipeSendStream::new(w.into())?;
+    ///     w.close();
+    ///     let e = w.send_all(b"x").await.unwrap_err();
+    ///     assert_eq!(trioxide::io_error_kind(&e), Some(trioxide::IoErrorKind::Closed));
+    ///     Ok::<_, std::io::Error>(())
+    /// }).unwrap();
+    /// ```
     pub fn close(&self) {
         self.source.close();
     }
@@ -169,6 +203,20 @@ impl PipeReceiveStream {
 
     /// Receives at least one byte into `buf`, or 0 once every writer has
     /// closed. A checkpoint; see [`ReceiveStream::receive_some`].
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// trioxide::run(async {
+    ///     let (r, mut w) = std::io::pipe()?;
+    ///     w.write_all(b"hi")?;
+    ///     drop(w);
+    ///     let r = trioxide::process::PipeReceiveStream::new(r.into())?;
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(r.receive_some(&mut buf).await?, 2);
+    ///     assert_eq!(r.receive_some(&mut buf).await?, 0); // end of data
+    ///     Ok::<_, std::io::Error>(())
+    /// }).unwrap();
+    /// ```
     pub async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "receive_some needs a non-empty buffer"));
@@ -184,6 +232,19 @@ impl PipeReceiveStream {
 
     /// Appends what the pipe holds to `buf` (reserving 64 KiB first if it
     /// is full) and returns how many bytes, 0 at the end. A checkpoint.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// trioxide::run(async {
+    ///     let (r, mut w) = std::io::pipe()?;
+    ///     w.write_all(b"hello")?;
+    ///     let r = trioxide::process::PipeReceiveStream::new(r.into())?;
+    ///     let mut got = b">".to_vec();
+    ///     assert_eq!(r.receive_into(&mut got).await?, 5);
+    ///     assert_eq!(got, b">hello");
+    ///     Ok::<_, std::io::Error>(())
+    /// }).unwrap();
+    /// ```
     pub async fn receive_into(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         if buf.capacity() == buf.len() {
             buf.reserve(DEFAULT_RECEIVE);
@@ -211,6 +272,16 @@ impl PipeReceiveStream {
     /// Closes the pipe now; tasks waiting here wake with
     /// [`ClosedResource`](crate::ClosedResource). A child still writing gets
     /// `EPIPE` (or SIGPIPE).
+    ///
+    /// ```
+    /// trioxide::run(async {
+    ///     let (r, _w) = std::io::pipe()?;
+    ///     let r = trioxide::process::PipeReceiveStream::new(r.into())?;
+    ///     r.close();
+    ///     assert!(r.receive_some(&mut [0u8; 1]).await.is_err());
+    ///     Ok::<_, std::io::Error>(())
+    /// }).unwrap();
+    /// ```
     pub fn close(&self) {
         self.source.close();
     }

@@ -21,9 +21,20 @@ use super::{open_process, PipeReceiveStream, PipeSendStream, Process};
 
 /// How long the default cancellation waits after `SIGTERM` before sending
 /// `SIGKILL`: 5 s, Trio's `_posix_deliver_cancel`.
+///
+/// ```
+/// assert_eq!(trioxide::process::TERMINATE_GRACE.as_secs(), 5);
+/// ```
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 
-/// A custom way to stop a cancelled child (see [`RunProcess::deliver_cancel`]).
+/// A custom way to stop a cancelled child, boxed (what
+/// [`RunProcess::deliver_cancel`] stores).
+///
+/// ```
+/// use trioxide::process::DeliverCancel;
+/// let kill_now: DeliverCancel = Box::new(|p| Box::pin(async move { p.kill() }));
+/// # drop(kill_now);
+/// ```
 pub type DeliverCancel = Box<dyn FnOnce(Rc<Process>) -> Pin<Box<dyn Future<Output = io::Result<()>>>>>;
 
 /// Runs `cmd` to completion. Configure it with the builder methods, then
@@ -72,6 +83,18 @@ pub fn run_process(cmd: Command) -> RunProcess {
 /// The builder and future of [`run_process`]: configure it with its
 /// methods, then await it (or pass it to `move_on_after` and friends).
 /// Nothing happens until it is first polled.
+///
+/// ```
+/// use std::process::Command;
+/// trioxide::run(async {
+///     let mut cmd = Command::new("sh");
+///     cmd.args(["-c", "read a; echo \"got $a\"; exit 1"]);
+///     let run = trioxide::process::run_process(cmd).stdin(b"x\n".to_vec()).check(false);
+///     let done = trioxide::move_on_after(std::time::Duration::from_secs(60), run).await?.expect("in time");
+///     assert_eq!((done.status.code(), &done.stdout[..]), (Some(1), &b"got x\n"[..]));
+///     Ok::<_, trioxide::process::ProcessError>(())
+/// }).unwrap();
+/// ```
 #[must_use = "run_process does nothing until awaited"]
 pub struct RunProcess {
     /// `Some` until the first poll starts the run.
@@ -363,6 +386,14 @@ impl Drop for KillIfDropped<'_> {
 }
 
 /// What [`run_process`] returns for a child that ran to completion.
+///
+/// ```
+/// trioxide::run(async {
+///     let done = trioxide::process::run_process(std::process::Command::new("true")).await?;
+///     assert!(done.status.success() && done.stdout.is_empty() && done.stderr.is_empty());
+///     Ok::<_, trioxide::process::ProcessError>(())
+/// }).unwrap();
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompletedProcess {
     /// How it exited.

@@ -370,7 +370,21 @@ impl Drop for SignalReceiver {
     }
 }
 
-/// The future of [`SignalReceiver::receive`].
+/// The future of [`SignalReceiver::receive`]. Dropping it before it
+/// completes loses nothing: a signal it had seen stays pending.
+///
+/// ```
+/// use trioxide::signal::open_signal_receiver;
+/// trioxide::run(async {
+///     let rx = open_signal_receiver(&[libc::SIGUSR1])?;
+///     // SAFETY: raise is safe to call; the receiver handles SIGUSR1.
+///     unsafe { libc::raise(libc::SIGUSR1) };
+///     let fut = rx.receive();
+///     drop(fut); // never polled
+///     assert_eq!(rx.receive().await?, libc::SIGUSR1);
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// }).unwrap();
+/// ```
 #[must_use = "receive does nothing unless awaited; a dropped receive leaves its signal pending"]
 pub struct Receive<'a> {
     rx: &'a SignalReceiver,
