@@ -6,7 +6,12 @@
 //! curl http://127.0.0.1:8000/
 //! ```
 //! Binds 127.0.0.1 (port 0: any free port), prints the address, and runs
-//! until Ctrl-C.
+//! until SIGINT (Ctrl-C) or SIGTERM. Then it shuts down gracefully
+//! (`shutdown.rs`): it stops accepting, closes idle keep-alive connections
+//! at once, lets requests in flight finish for up to `--grace SECS`
+//! (default 5), cancels what is left, prints a one-line summary and exits
+//! with status 0. A second signal during the drain ends the process at once
+//! (the default action: the signal receiver is gone by then).
 //!
 //! * One task per connection, in the server's nursery (`serve_tcp`).
 //! * Pipelined requests are answered in order, all answers that are ready
@@ -24,28 +29,55 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use trioxide::{open_nursery, serve_tcp, BoxError, TcpStream};
+use trioxide::signal::open_signal_receiver;
+use trioxide::{open_tcp_listeners, secs_f64, BoxError};
 
 #[path = "../common/args.rs"]
 mod args;
 mod conn;
 mod proto;
+mod shutdown;
 
-use conn::{serve_connection, Config};
+use conn::Config;
+
+/// Default grace period for requests in flight at shutdown: 5 s, the grace
+/// Trio's `run_process` gives a child between SIGTERM and SIGKILL
+/// (`trioxide::process::TERMINATE_GRACE`), and half of the 10 s that
+/// `docker stop` waits before it sends SIGKILL, so the drain ends before an
+/// orchestrator's kill.
+const DEFAULT_GRACE_SECS: f64 = 5.0;
 
 fn main() {
     let port: u16 = args::flag("port", 8000);
+    let grace = match secs_f64(args::flag("grace", DEFAULT_GRACE_SECS)) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("http_server: --grace: {e}");
+            std::process::exit(2);
+        }
+    };
     let config = Rc::new(Config {
         body: proto::make_body(args::flag("body", 1024)),
         idle: Duration::from_secs_f64(args::flag("idle-secs", 10.0)),
         request: Duration::from_secs_f64(args::flag("request-secs", 10.0)),
     });
-    let result = trioxide::run(open_nursery(|n| async move {
-        let handler = move |s: TcpStream| serve_connection(s, config.clone());
-        let addrs = n.start(|status| serve_tcp(handler, port, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), status)).await?;
-        println!("listening on {}", addrs[0]);
+    let result = trioxide::run(async move {
+        // Before the address is printed: from then on a SIGTERM is handled,
+        // never the default (fatal) action.
+        let signals = open_signal_receiver(&[libc::SIGINT, libc::SIGTERM])?;
+        let listeners = open_tcp_listeners(port, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)))?;
+        println!("listening on {}", listeners[0].local_addr()?);
+        let shutdown = async move {
+            if let Ok(sig) = signals.receive().await {
+                let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+                eprintln!("http_server: {name}: shutting down (grace {:.3} s)", grace.as_secs_f64());
+            }
+            // `signals` is dropped here: a second signal acts at once.
+        };
+        let summary = shutdown::serve_until(listeners, config, grace, shutdown).await?;
+        println!("http_server: {summary}");
         Ok::<_, BoxError>(())
-    }));
+    });
     if let Err(e) = result {
         eprintln!("http_server: {e}");
         std::process::exit(1);
