@@ -407,7 +407,9 @@ impl Future for ConditionWait<'_, '_> {
                     let res = std::task::ready!(Pin::new(park).poll(cx));
                     match res {
                         Ok(()) => {
-                            // Notified, then handed the lock by its release.
+                            // Notified, then handed the lock by its release
+                            // (only the lock's lot ever unparks us).
+                            debug_assert_eq!(lock.owner(), Core::current().current_task.get());
                             this.guard.period = lock.period();
                             this.state = WaitState::Done;
                             return Poll::Ready(Ok(()));
