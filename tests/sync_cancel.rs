@@ -584,6 +584,28 @@ fn capacity_limiter_acquire_dropped_while_yielding_releases() {
 }
 
 #[test]
+fn capacity_limiter_acquire_dropped_while_waiting_leaves_no_trace() {
+    // Trio's test_CapacityLimiter_memleak_548, for a dropped future: its
+    // pending entry goes with it, so the borrower may borrow again.
+    run1(async {
+        let c = CapacityLimiter::new(1);
+        let b = Borrower::unique();
+        let hold = c.acquire().await?;
+        {
+            let mut fut = Box::pin(c.acquire_on_behalf_of(b));
+            poll_once(fut.as_mut()).await;
+            assert_eq!(c.statistics().tasks_waiting, 1);
+        }
+        assert_eq!(c.statistics().tasks_waiting, 0);
+        drop(hold);
+        let t = c.acquire_on_behalf_of(b).await?;
+        assert_eq!(c.statistics().borrowers, vec![b]);
+        drop(t);
+        Ok(())
+    });
+}
+
+#[test]
 fn condition_wait_dropped_after_hand_over_leaves_the_guard_holding_the_lock() {
     for seed in SEEDS {
         run_seeded(seed, async {

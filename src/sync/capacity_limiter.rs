@@ -17,9 +17,11 @@
 //! to its parking lot (Trio's `_pending_borrowers`).
 
 use std::cell::{Cell, RefCell};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -29,6 +31,42 @@ use crate::readiness::{after_io, AfterIo};
 use crate::runtime::Core;
 use crate::sync::parking_lot::{Park, ParkError, ParkingLot};
 use crate::task::TaskId;
+
+/// The borrower map's hasher: a multiply-rotate mix (the one rustc uses
+/// for its own id maps). Borrowers are ids made by the runtime, not input
+/// an attacker picks, so SipHash's flooding resistance buys nothing here,
+/// and it cost about half of an uncontended acquire/release.
+type IdHash = BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+/// An odd constant with well-spread bits (from FxHash).
+const ID_HASH_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(ID_HASH_SEED);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// A loan serial number never issued (`lend` starts at 1).
 const NO_LOAN: u64 = 0;
@@ -71,11 +109,23 @@ impl Borrower {
     }
 
     /// The task `id` as a borrower.
+    ///
+    /// ```
+    /// use trioxide::{run, current_task};
+    /// use trioxide::sync::Borrower;
+    /// run(async { assert_eq!(Borrower::task(current_task().id), Borrower::current_task()) });
+    /// ```
     pub fn task(id: TaskId) -> Borrower {
         Borrower(Repr::Task(id))
     }
 
     /// A new borrower, different from every other (a counter).
+    ///
+    /// ```
+    /// use trioxide::sync::Borrower;
+    /// let b = Borrower::unique();
+    /// assert_ne!(b, Borrower::unique());
+    /// ```
     pub fn unique() -> Borrower {
         // Relaxed: only uniqueness matters, not ordering with other memory.
         Borrower(Repr::Unique(NEXT_UNIQUE.fetch_add(1, Ordering::Relaxed)))
@@ -111,7 +161,7 @@ pub struct CapacityLimiter {
     total: Cell<usize>,
     /// Each borrower holding a token, with the serial number of its loan
     /// (so a stale token guard cannot give back a newer loan).
-    borrowers: RefCell<HashMap<Borrower, u64>>,
+    borrowers: RefCell<HashMap<Borrower, u64, IdHash>>,
     next_serial: Cell<u64>,
     /// The parked acquisitions, in arrival order: (task, borrower).
     pending: RefCell<Vec<(TaskId, Borrower)>>,
@@ -130,6 +180,13 @@ impl fmt::Debug for CapacityLimiter {
 
 /// What [`CapacityLimiter::statistics`] reports (Trio's
 /// `CapacityLimiterStatistics`).
+///
+/// ```
+/// use trioxide::sync::CapacityLimiter;
+/// let s = CapacityLimiter::new(4).statistics();
+/// assert_eq!((s.borrowed_tokens, s.total_tokens, s.tasks_waiting), (0, 4, 0));
+/// assert!(s.borrowers.is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapacityLimiterStatistics {
     /// Tokens held now (may exceed `total_tokens` just after it shrank).
@@ -158,7 +215,7 @@ impl CapacityLimiter {
         assert!(total >= 1, "{}", ZeroTotalTokens);
         CapacityLimiter {
             total: Cell::new(total),
-            borrowers: RefCell::new(HashMap::new()),
+            borrowers: RefCell::new(HashMap::default()),
             next_serial: Cell::new(0),
             pending: RefCell::new(Vec::new()),
             lot: ParkingLot::new(),
@@ -215,6 +272,17 @@ impl CapacityLimiter {
     /// Borrows a token for the current task if one is free and nobody
     /// waits, without blocking and without a checkpoint.
     ///
+    /// ```
+    /// use trioxide::run;
+    /// use trioxide::sync::{CapacityLimiter, TryBorrowError};
+    /// run(async {
+    ///     let l = CapacityLimiter::new(1);
+    ///     let token = l.try_acquire().unwrap();
+    ///     assert_eq!(l.try_acquire().unwrap_err(), TryBorrowError::AlreadyBorrowing);
+    ///     drop(token);
+    /// });
+    /// ```
+    ///
     /// # Panics
     /// Outside a trioxide task.
     pub fn try_acquire(&self) -> Result<CapacityToken<'_>, TryBorrowError> {
@@ -249,6 +317,17 @@ impl CapacityLimiter {
     /// Gives back the current task's token held without a guard (after
     /// [`CapacityToken::forget`]).
     ///
+    /// ```
+    /// use trioxide::run;
+    /// use trioxide::sync::{CapacityLimiter, NotBorrowing};
+    /// run(async {
+    ///     let l = CapacityLimiter::new(1);
+    ///     l.try_acquire().unwrap().forget();
+    ///     assert_eq!(l.release(), Ok(()));
+    ///     assert_eq!(l.release(), Err(NotBorrowing));
+    /// });
+    /// ```
+    ///
     /// # Panics
     /// Outside a trioxide task.
     pub fn release(&self) -> Result<(), NotBorrowing> {
@@ -272,7 +351,9 @@ impl CapacityLimiter {
         if self.borrowers.borrow_mut().remove(&borrower).is_none() {
             return Err(NotBorrowing);
         }
-        self.wake_waiters();
+        if !self.lot.is_empty() {
+            self.wake_waiters();
+        }
         Ok(())
     }
 
@@ -304,16 +385,34 @@ impl CapacityLimiter {
     }
 
     /// The sack's size.
+    ///
+    /// ```
+    /// assert_eq!(trioxide::sync::CapacityLimiter::new(3).total_tokens(), 3);
+    /// ```
     pub fn total_tokens(&self) -> usize {
         self.total.get()
     }
 
     /// Tokens held now.
+    ///
+    /// ```
+    /// use trioxide::sync::{Borrower, CapacityLimiter};
+    /// let l = CapacityLimiter::new(3);
+    /// let _t = l.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
+    /// assert_eq!(l.borrowed_tokens(), 1);
+    /// ```
     pub fn borrowed_tokens(&self) -> usize {
         self.borrowers.borrow().len()
     }
 
     /// Tokens free now (0 while the sack is over-full after shrinking).
+    ///
+    /// ```
+    /// use trioxide::sync::{Borrower, CapacityLimiter};
+    /// let l = CapacityLimiter::new(3);
+    /// let _t = l.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
+    /// assert_eq!(l.available_tokens(), 2);
+    /// ```
     pub fn available_tokens(&self) -> usize {
         self.total.get().saturating_sub(self.borrowed_tokens())
     }
@@ -362,8 +461,15 @@ impl CapacityLimiter {
 
     /// Ends the loan `serial` of `borrower` if it is still current.
     fn give_back(&self, borrower: Borrower, serial: u64) {
-        if self.serial_of(borrower) == Some(serial) {
-            let _ = self.release_on_behalf_of(borrower);
+        let ended = match self.borrowers.borrow_mut().entry(borrower) {
+            Entry::Occupied(loan) if *loan.get() == serial => {
+                loan.remove();
+                true
+            }
+            _ => false,
+        };
+        if ended && !self.lot.is_empty() {
+            self.wake_waiters();
         }
     }
 
@@ -424,6 +530,14 @@ impl fmt::Debug for CapacityToken<'_> {
 
 impl CapacityToken<'_> {
     /// Who holds this token.
+    ///
+    /// ```
+    /// use trioxide::sync::{Borrower, CapacityLimiter};
+    /// let l = CapacityLimiter::new(1);
+    /// let b = Borrower::unique();
+    /// let token = l.try_acquire_on_behalf_of(b).unwrap();
+    /// assert_eq!(token.borrower(), b);
+    /// ```
     pub fn borrower(&self) -> Borrower {
         self.borrower
     }
@@ -453,6 +567,17 @@ impl Drop for CapacityToken<'_> {
 
 /// The future of [`CapacityLimiter::acquire`] and
 /// [`CapacityLimiter::acquire_on_behalf_of`].
+///
+/// ```
+/// use trioxide::run;
+/// use trioxide::sync::{BorrowError, CapacityAcquire, CapacityLimiter};
+/// run(async {
+///     let l = CapacityLimiter::new(1);
+///     let fut: CapacityAcquire<'_> = l.acquire();
+///     let _token = fut.await?;
+///     Ok::<_, BorrowError>(())
+/// }).unwrap();
+/// ```
 #[must_use = "borrowing a token does nothing unless awaited"]
 pub struct CapacityAcquire<'a> {
     limiter: &'a CapacityLimiter,
@@ -572,6 +697,13 @@ impl Drop for CapacityAcquire<'_> {
 
 /// Why [`CapacityLimiter::acquire`] or
 /// [`acquire_on_behalf_of`](CapacityLimiter::acquire_on_behalf_of) failed.
+///
+/// ```
+/// use trioxide::is_cancelled_error;
+/// use trioxide::sync::BorrowError;
+/// assert!(is_cancelled_error(&BorrowError::Cancelled));
+/// assert!(!is_cancelled_error(&BorrowError::AlreadyBorrowing));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BorrowError {
     /// The task was cancelled before a token was handed to it.
@@ -620,6 +752,11 @@ impl Cancellation for BorrowError {
 /// Why [`CapacityLimiter::try_acquire`] or
 /// [`try_acquire_on_behalf_of`](CapacityLimiter::try_acquire_on_behalf_of)
 /// failed.
+///
+/// ```
+/// use trioxide::sync::TryBorrowError;
+/// assert_eq!(TryBorrowError::WouldBlock.to_string(), "no CapacityLimiter token is free");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TryBorrowError {
     /// No token is free (or tasks wait for one already).
@@ -647,6 +784,12 @@ impl std::error::Error for TryBorrowError {
 }
 
 /// Giving back a token for a borrower that holds none.
+///
+/// ```
+/// use trioxide::sync::{Borrower, CapacityLimiter, NotBorrowing};
+/// let l = CapacityLimiter::new(1);
+/// assert_eq!(l.release_on_behalf_of(Borrower::unique()), Err(NotBorrowing));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NotBorrowing;
 
@@ -659,6 +802,11 @@ impl fmt::Display for NotBorrowing {
 impl std::error::Error for NotBorrowing {}
 
 /// A [`CapacityLimiter`] of 0 tokens was asked for.
+///
+/// ```
+/// use trioxide::sync::{CapacityLimiter, ZeroTotalTokens};
+/// assert_eq!(CapacityLimiter::new(1).set_total_tokens(0), Err(ZeroTotalTokens));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ZeroTotalTokens;
 

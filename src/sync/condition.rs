@@ -72,6 +72,12 @@ impl fmt::Debug for Condition {
 }
 
 /// What [`Condition::statistics`] reports (Trio's `ConditionStatistics`).
+///
+/// ```
+/// let s = trioxide::sync::Condition::new().statistics();
+/// assert_eq!(s.tasks_waiting, 0);
+/// assert!(!s.lock_statistics.locked);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConditionStatistics {
     /// Tasks blocked in [`Condition::wait`] and not notified yet.
@@ -111,6 +117,17 @@ impl Condition {
 
     /// Acquires the lock if it is free, as [`Lock::try_acquire`].
     ///
+    /// ```
+    /// use trioxide::run;
+    /// use trioxide::sync::{Condition, TryLockError};
+    /// run(async {
+    ///     let c = Condition::new();
+    ///     let g = c.try_acquire().unwrap();
+    ///     assert_eq!(c.try_acquire().unwrap_err(), TryLockError::AlreadyHeld);
+    ///     drop(g);
+    /// });
+    /// ```
+    ///
     /// # Panics
     /// Outside a trioxide task.
     pub fn try_acquire(&self) -> Result<ConditionGuard<'_>, TryLockError> {
@@ -119,6 +136,17 @@ impl Condition {
     }
 
     /// Whether some task holds the lock.
+    ///
+    /// ```
+    /// use trioxide::run;
+    /// use trioxide::sync::Condition;
+    /// run(async {
+    ///     let c = Condition::new();
+    ///     assert!(!c.is_locked());
+    ///     let _g = c.try_acquire().unwrap();
+    ///     assert!(c.is_locked());
+    /// });
+    /// ```
     pub fn is_locked(&self) -> bool {
         self.lock.is_locked()
     }
@@ -165,6 +193,17 @@ impl Condition {
     /// moved. Only the task holding the lock may notify ([`NotOwner`]
     /// otherwise).
     ///
+    /// ```
+    /// use trioxide::run;
+    /// use trioxide::sync::{Condition, NotOwner};
+    /// run(async {
+    ///     let c = Condition::new();
+    ///     assert_eq!(c.notify(1), Err(NotOwner));
+    ///     let _g = c.try_acquire().unwrap();
+    ///     assert_eq!(c.notify(1), Ok(0)); // nobody waits
+    /// });
+    /// ```
+    ///
     /// # Panics
     /// Outside a trioxide task.
     pub fn notify(&self, n: usize) -> Result<usize, NotOwner> {
@@ -192,6 +231,11 @@ impl Condition {
     }
 
     /// Waiters, and the lock's statistics.
+    ///
+    /// ```
+    /// let s = trioxide::sync::Condition::new().statistics();
+    /// assert_eq!((s.tasks_waiting, s.lock_statistics.tasks_waiting), (0, 0));
+    /// ```
     pub fn statistics(&self) -> ConditionStatistics {
         ConditionStatistics { tasks_waiting: self.lot.len(), lock_statistics: self.lock.statistics() }
     }
@@ -236,6 +280,16 @@ impl ConditionGuard<'_> {
     /// Whether this guard holds the lock. Always true, except after a
     /// [`Condition::wait`] that failed with `Broken` or whose future was
     /// dropped before the lock came back.
+    ///
+    /// ```
+    /// use trioxide::run;
+    /// use trioxide::sync::Condition;
+    /// run(async {
+    ///     let c = Condition::new();
+    ///     let g = c.try_acquire().unwrap();
+    ///     assert!(g.is_held());
+    /// });
+    /// ```
     pub fn is_held(&self) -> bool {
         self.cond.lock.period() == self.period && self.cond.lock.is_locked()
     }
@@ -248,6 +302,17 @@ impl Drop for ConditionGuard<'_> {
 }
 
 /// The future of [`Condition::acquire`].
+///
+/// ```
+/// use trioxide::run;
+/// use trioxide::sync::{Condition, ConditionAcquire, LockError};
+/// run(async {
+///     let c = Condition::new();
+///     let fut: ConditionAcquire<'_> = c.acquire();
+///     let _guard = fut.await?;
+///     Ok::<_, LockError>(())
+/// }).unwrap();
+/// ```
 #[must_use = "acquiring a lock does nothing unless awaited"]
 pub struct ConditionAcquire<'a> {
     cond: &'a Condition,
@@ -271,6 +336,21 @@ impl<'a> Future for ConditionAcquire<'a> {
 }
 
 /// The future of [`Condition::wait`].
+///
+/// ```
+/// use trioxide::{run, BoxError, CancelScope};
+/// use trioxide::sync::{Condition, ConditionWait};
+/// run(async {
+///     let c = Condition::new();
+///     let mut guard = c.acquire().await?;
+///     let scope = CancelScope::new();
+///     scope.cancel();
+///     let wait: ConditionWait<'_, '_> = c.wait(&mut guard);
+///     assert_eq!(scope.run(wait).await, Ok(None));
+///     assert!(guard.is_held());
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
 #[must_use = "waiting on a condition does nothing unless awaited"]
 pub struct ConditionWait<'a, 'g> {
     cond: &'a Condition,
@@ -327,7 +407,9 @@ impl Future for ConditionWait<'_, '_> {
                     let res = std::task::ready!(Pin::new(park).poll(cx));
                     match res {
                         Ok(()) => {
-                            // Notified, then handed the lock by its release.
+                            // Notified, then handed the lock by its release
+                            // (only the lock's lot ever unparks us).
+                            debug_assert_eq!(lock.owner(), Core::current().current_task.get());
                             this.guard.period = lock.period();
                             this.state = WaitState::Done;
                             return Poll::Ready(Ok(()));
@@ -376,6 +458,13 @@ impl Drop for ConditionWait<'_, '_> {
 }
 
 /// Why [`Condition::wait`] failed.
+///
+/// ```
+/// use trioxide::is_cancelled_error;
+/// use trioxide::sync::ConditionError;
+/// assert!(is_cancelled_error(&ConditionError::Cancelled));
+/// assert_eq!(ConditionError::NotOwner.to_string(), "must hold the condition's lock to wait");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConditionError {
     /// The task was cancelled; the lock is held again (see

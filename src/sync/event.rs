@@ -53,6 +53,11 @@ impl fmt::Debug for Event {
 }
 
 /// What [`Event::statistics`] reports (Trio's `EventStatistics`).
+///
+/// ```
+/// use trioxide::sync::{Event, EventStatistics};
+/// assert_eq!(Event::new().statistics(), EventStatistics { tasks_waiting: 0 });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventStatistics {
     /// How many tasks are blocked in [`Event::wait`].
@@ -85,6 +90,13 @@ impl Event {
     }
 
     /// Whether the flag is set.
+    ///
+    /// ```
+    /// let e = trioxide::sync::Event::new();
+    /// assert!(!e.is_set());
+    /// e.set();
+    /// assert!(e.is_set());
+    /// ```
     pub fn is_set(&self) -> bool {
         self.flag.get()
     }
@@ -127,6 +139,17 @@ impl Event {
 }
 
 /// The future of [`Event::wait`].
+///
+/// ```
+/// use trioxide::{run, Cancelled};
+/// use trioxide::sync::{Event, EventWait};
+/// run(async {
+///     let e = Event::new();
+///     e.set();
+///     let wait: EventWait<'_> = e.wait();
+///     wait.await
+/// }).unwrap();
+/// ```
 #[must_use = "waiting for an event does nothing unless awaited"]
 pub struct EventWait<'a> {
     event: &'a Event,

@@ -82,6 +82,11 @@ impl fmt::Debug for Lock {
 }
 
 /// What [`Lock::statistics`] reports (Trio's `LockStatistics`).
+///
+/// ```
+/// use trioxide::sync::{Lock, LockStatistics};
+/// assert_eq!(Lock::new().statistics(), LockStatistics { locked: false, owner: None, tasks_waiting: 0 });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockStatistics {
     /// Whether some task owns the lock.
@@ -196,6 +201,17 @@ impl Lock {
     }
 
     /// Whether some task owns the lock.
+    ///
+    /// ```
+    /// use trioxide::run;
+    /// use trioxide::sync::Lock;
+    /// run(async {
+    ///     let lock = Lock::new();
+    ///     assert!(!lock.is_locked());
+    ///     let _g = lock.try_acquire().unwrap();
+    ///     assert!(lock.is_locked());
+    /// });
+    /// ```
     pub fn is_locked(&self) -> bool {
         self.owner.get() != TaskId::NONE
     }
@@ -342,12 +358,32 @@ impl<'a> LockGuard<'a> {
     }
 
     /// The lock this guard holds.
+    ///
+    /// ```
+    /// use trioxide::run;
+    /// use trioxide::sync::Lock;
+    /// run(async {
+    ///     let lock = Lock::new();
+    ///     let g = lock.try_acquire().unwrap();
+    ///     assert!(std::ptr::eq(g.lock(), &lock));
+    /// });
+    /// ```
     pub fn lock(&self) -> &'a Lock {
         self.lock
     }
 
     /// Whether this guard's holding period is still current (false only if
     /// the lock was released by hand while the guard lived).
+    ///
+    /// ```
+    /// use trioxide::run;
+    /// use trioxide::sync::Lock;
+    /// run(async {
+    ///     let lock = Lock::new();
+    ///     let g = lock.try_acquire().unwrap();
+    ///     assert!(g.is_held());
+    /// });
+    /// ```
     pub fn is_held(&self) -> bool {
         self.lock.period.get() == self.period && self.lock.is_locked()
     }
@@ -367,6 +403,17 @@ impl Drop for LockGuard<'_> {
 }
 
 /// The future of [`Lock::acquire`].
+///
+/// ```
+/// use trioxide::run;
+/// use trioxide::sync::{Lock, LockAcquire, LockError};
+/// run(async {
+///     let lock = Lock::new();
+///     let fut: LockAcquire<'_> = lock.acquire();
+///     let _guard = fut.await?;
+///     Ok::<_, LockError>(())
+/// }).unwrap();
+/// ```
 #[must_use = "acquiring a lock does nothing unless awaited"]
 pub struct LockAcquire<'a> {
     lock: &'a Lock,
@@ -459,6 +506,13 @@ impl Drop for LockAcquire<'_> {
 }
 
 /// Why [`Lock::acquire`] failed.
+///
+/// ```
+/// use trioxide::is_cancelled_error;
+/// use trioxide::sync::LockError;
+/// assert!(is_cancelled_error(&LockError::Cancelled));
+/// assert!(!is_cancelled_error(&LockError::AlreadyHeld));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockError {
     /// The task was cancelled before it owned the lock.
@@ -518,6 +572,11 @@ impl Cancellation for LockError {
 }
 
 /// Why [`Lock::try_acquire`] failed.
+///
+/// ```
+/// use trioxide::sync::TryLockError;
+/// assert_eq!(TryLockError::WouldBlock.to_string(), "the lock is held by another task");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TryLockError {
     /// Another task owns the lock.
@@ -553,6 +612,12 @@ impl std::error::Error for TryLockError {
 
 /// [`Lock::release`] (or a `Condition`'s wait or notify) by a task that
 /// does not own the lock.
+///
+/// ```
+/// use trioxide::run;
+/// use trioxide::sync::{Lock, NotOwner};
+/// run(async { assert_eq!(Lock::new().release(), Err(NotOwner)) });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NotOwner;
 

@@ -57,6 +57,11 @@ impl fmt::Debug for Semaphore {
 }
 
 /// What [`Semaphore::statistics`] reports.
+///
+/// ```
+/// use trioxide::sync::{Semaphore, SemaphoreStatistics};
+/// assert_eq!(Semaphore::new(1).statistics(), SemaphoreStatistics { tasks_waiting: 0 });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SemaphoreStatistics {
     /// How many tasks are blocked in [`Semaphore::acquire`].
@@ -169,11 +174,23 @@ impl Semaphore {
     }
 
     /// The units available now.
+    ///
+    /// ```
+    /// let s = trioxide::sync::Semaphore::new(2);
+    /// let _p = s.try_acquire().unwrap();
+    /// assert_eq!(s.value(), 1);
+    /// ```
     pub fn value(&self) -> usize {
         self.value.get()
     }
 
     /// The bound given to [`with_max`](Semaphore::with_max), if any.
+    ///
+    /// ```
+    /// use trioxide::sync::Semaphore;
+    /// assert_eq!(Semaphore::new(1).max_value(), None);
+    /// assert_eq!(Semaphore::with_max(1, 3).unwrap().max_value(), Some(3));
+    /// ```
     pub fn max_value(&self) -> Option<usize> {
         self.max
     }
@@ -235,6 +252,17 @@ impl Drop for SemaphorePermit<'_> {
 }
 
 /// The future of [`Semaphore::acquire`].
+///
+/// ```
+/// use trioxide::{run, Cancelled};
+/// use trioxide::sync::{Semaphore, SemaphoreAcquire};
+/// run(async {
+///     let s = Semaphore::new(1);
+///     let fut: SemaphoreAcquire<'_> = s.acquire();
+///     let _permit = fut.await?;
+///     Ok::<_, Cancelled>(())
+/// }).unwrap();
+/// ```
 #[must_use = "acquiring a semaphore does nothing unless awaited"]
 pub struct SemaphoreAcquire<'a> {
     sem: &'a Semaphore,
@@ -317,6 +345,13 @@ impl Drop for SemaphoreAcquire<'_> {
 }
 
 /// Misuse of a bounded [`Semaphore`] (Trio raises `ValueError`).
+///
+/// ```
+/// use trioxide::sync::Semaphore;
+/// let s = Semaphore::with_max(1, 1).unwrap();
+/// let err = s.release().unwrap_err();
+/// assert_eq!(err.to_string(), "semaphore released too many times (its value is already at its maximum, 1)");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SemaphoreError {
     /// [`Semaphore::release`] would raise the value above the maximum.
