@@ -55,7 +55,7 @@ mod start;
 mod stream;
 pub mod sync;
 mod task;
-mod testing;
+pub mod testing;
 mod time;
 mod timeouts;
 mod timers;
