@@ -90,9 +90,11 @@ where
         async move { s2.wait_send_all_might_not_block().await },
     )
     .await?;
-    // The blocked call was cancelled; that may break some streams (a TLS
-    // stream cancelled mid-send), so the next conflict gets a fresh pair
-    // only where Trio's does.
+    // The blocked wait was cancelled, which leaves a stream as it was, so
+    // this pair serves once more. A blocked send_all that is cancelled may
+    // break a stream (a TLS stream cancelled mid-record), so after the
+    // conflict involving send_all, the next one gets a fresh pair (as in
+    // Trio).
     let (s1, s2) = (s.clone(), s.clone());
     expect_one_busy(
         ctx,
