@@ -59,7 +59,7 @@ mod start;
 mod stream;
 pub mod sync;
 mod task;
-mod testing;
+pub mod testing;
 mod thread_pool;
 mod time;
 mod timeouts;

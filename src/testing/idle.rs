@@ -1,4 +1,4 @@
-//! Helpers for tests of concurrent code.
+//! [`wait_all_tasks_blocked`]: let every other task settle, then go on.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +16,8 @@ use crate::runtime::Core;
 /// ```
 /// use std::cell::Cell;
 /// use std::rc::Rc;
-/// use trioxide::{run, open_nursery, checkpoint, wait_all_tasks_blocked, BoxError};
+/// use trioxide::{run, open_nursery, checkpoint, BoxError};
+/// use trioxide::testing::wait_all_tasks_blocked;
 /// let n_steps = Rc::new(Cell::new(0));
 /// let c = n_steps.clone();
 /// run(open_nursery(move |n| async move {

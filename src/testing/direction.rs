@@ -1,0 +1,83 @@
+//! What the two ends of an in-memory stream share about one direction of
+//! use (sending or receiving): whether an operation is in progress, and the
+//! waker of the task waiting in it. Used by the memory and lockstep streams.
+
+use std::cell::Cell;
+use std::io;
+use std::task::{Context, Waker};
+
+use crate::error::{BusyResource, ClosedResource};
+use crate::runtime::Core;
+
+/// One direction (send or receive) of one end of an in-memory stream.
+#[derive(Default)]
+pub(super) struct Direction {
+    /// An operation is in progress (a second one gets `BusyResource`).
+    busy: Cell<bool>,
+    /// The task blocked in that operation, if it is blocked.
+    waker: Cell<Option<Waker>>,
+}
+
+impl Direction {
+    /// Claims the direction for one operation: `ClosedResource` if `closed`,
+    /// `BusyResource` if another operation holds it, then the checkpoint's
+    /// cancel check (`Cancelled` before anything happened). The same order
+    /// as a socket's operations.
+    pub(super) fn claim(&self, closed: bool) -> io::Result<Claim<'_>> {
+        if closed {
+            return Err(ClosedResource.into());
+        }
+        if self.busy.replace(true) {
+            return Err(BusyResource.into());
+        }
+        let claim = Claim { dir: self };
+        crate::checkpoint::checkpoint_if_cancelled()?;
+        Ok(claim)
+    }
+
+    /// Wakes the task blocked in this direction, if any.
+    pub(super) fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Holds a [`Direction`] for one operation; releases it on drop, also when
+/// the operation's future is cancelled or dropped, and forgets its waker so
+/// nothing wakes a task that has moved on.
+pub(super) struct Claim<'a> {
+    dir: &'a Direction,
+}
+
+impl Claim<'_> {
+    /// Records the current task as blocked here (`what` shows in
+    /// [`task_tree`](crate::task_tree)).
+    pub(super) fn park(&self, cx: &mut Context<'_>, what: &'static str) {
+        let slot = &self.dir.waker;
+        match slot.take() {
+            Some(w) if w.will_wake(cx.waker()) => slot.set(Some(w)),
+            _ => slot.set(Some(cx.waker().clone())),
+        }
+        Core::current().waiting_on.set(what);
+    }
+
+    /// The cancel check of a re-poll after blocking: true if the code being
+    /// polled is cancelled.
+    pub(super) fn is_cancelled(&self) -> bool {
+        Core::current().is_cancelled()
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.dir.busy.set(false);
+        drop(self.dir.waker.take());
+    }
+}
+
+/// The error of `receive_some` with an empty buffer: 0 would mean the end of
+/// the stream, so an empty buffer cannot be answered.
+pub(super) fn empty_buffer() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "receive_some needs a non-empty buffer")
+}

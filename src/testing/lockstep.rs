@@ -1,0 +1,497 @@
+//! Lockstep streams (Trio's `lockstep_stream_one_way_pair` and
+//! `lockstep_stream_pair`): in-memory streams with no buffering at all.
+//! `send_all` returns only once the receiver has taken every byte, so each
+//! send waits for a receive: flow control at its most extreme, and a
+//! ready-made "clogged" stream for the conformance checks.
+//!
+//! A `send_all` cancelled (or dropped) before the receiver took anything
+//! takes its data back and leaves the stream as it was; cancelled after the
+//! receiver took part of it, it leaves the peer holding an unknown prefix,
+//! so the stream refuses further sends with
+//! [`BrokenResource`](crate::BrokenResource), as a socket does (rule I3).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::rc::Rc;
+use std::task::Poll;
+
+use crate::error::{BrokenResource, Cancelled, ClosedResource};
+use crate::readiness::after_io;
+use crate::stream::{HalfCloseableStream, ReceiveStream, Resource, SendStream};
+use crate::testing::direction::{empty_buffer, Direction};
+use crate::testing::memory_stream::take_into;
+
+/// The state shared by the two ends of a one-way lockstep stream.
+#[derive(Default)]
+struct Lockstep {
+    /// The data of the `send_all` in progress that the receiver has not
+    /// taken yet. Empty whenever no send is in progress.
+    data: RefCell<VecDeque<u8>>,
+    sender_closed: Cell<bool>,
+    receiver_closed: Cell<bool>,
+    /// A `receive_some` is blocked waiting for data (what
+    /// `wait_send_all_might_not_block` waits for).
+    receiver_waiting: Cell<bool>,
+    /// A send stopped after the receiver took part of its data.
+    send_broken: Cell<bool>,
+    send: Direction,
+    receive: Direction,
+}
+
+const RECEIVER_CLOSED: BrokenResource =
+    BrokenResource { reason: "the receiving end of the lockstep stream was closed before it took all the data" };
+const SEND_CANCELLED: BrokenResource =
+    BrokenResource { reason: "an earlier send on this stream was cancelled after the receiver took part of its data" };
+
+impl Lockstep {
+    fn close_sender(&self) {
+        self.sender_closed.set(true);
+        self.receive.wake();
+        self.send.wake();
+    }
+
+    fn close_receiver(&self) {
+        self.receiver_closed.set(true);
+        self.receive.wake();
+        self.send.wake();
+    }
+}
+
+/// Takes the data of a send that did not finish back out of the stream when
+/// the send's future ends early (cancelled, failed or dropped). If the
+/// receiver already took part of it, the stream is broken for sending.
+struct PendingSend<'a> {
+    state: &'a Lockstep,
+    len: usize,
+    finished: bool,
+}
+
+impl Drop for PendingSend<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut data = self.state.data.borrow_mut();
+        if !data.is_empty() && data.len() < self.len {
+            self.state.send_broken.set(true);
+        }
+        data.clear();
+    }
+}
+
+/// The sending end of a one-way lockstep stream, made by
+/// [`lockstep_stream_one_way_pair`]. Dropping it closes it.
+///
+/// ```
+/// use trioxide::{run, open_nursery, BoxError};
+/// use trioxide::testing::lockstep_stream_one_way_pair;
+///
+/// run(open_nursery(|n| async move {
+///     let (tx, rx) = lockstep_stream_one_way_pair();
+///     n.start_soon(async move {
+///         let mut buf = [0u8; 3];
+///         assert_eq!(rx.receive_some(&mut buf).await?, 3);
+///         Ok::<_, BoxError>(())
+///     })?;
+///     tx.send_all(b"abc").await?; // returns once the receiver has all 3 bytes
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
+pub struct LockstepSendStream {
+    state: Rc<Lockstep>,
+}
+
+/// The receiving end of a one-way lockstep stream, made by
+/// [`lockstep_stream_one_way_pair`]. Dropping it closes it.
+///
+/// ```
+/// use trioxide::{run, BoxError};
+/// use trioxide::testing::lockstep_stream_one_way_pair;
+///
+/// run(async {
+///     let (tx, rx) = lockstep_stream_one_way_pair();
+///     tx.close();
+///     let mut buf = [0u8; 8];
+///     assert_eq!(rx.receive_some(&mut buf).await?, 0);
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
+pub struct LockstepReceiveStream {
+    state: Rc<Lockstep>,
+}
+
+impl fmt::Debug for LockstepSendStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockstepSendStream")
+            .field("closed", &self.state.sender_closed.get())
+            .field("broken", &self.state.send_broken.get())
+            .finish()
+    }
+}
+
+impl fmt::Debug for LockstepReceiveStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockstepReceiveStream").field("closed", &self.state.receiver_closed.get()).finish()
+    }
+}
+
+/// A connected one-way stream with no buffering: each `send_all` waits
+/// until `receive_some` calls have taken all of its data.
+///
+/// ```
+/// use trioxide::{run, open_nursery, BoxError};
+/// use trioxide::testing::lockstep_stream_one_way_pair;
+///
+/// run(open_nursery(|n| async move {
+///     let (tx, rx) = lockstep_stream_one_way_pair();
+///     n.start_soon(async move { tx.send_all(b"hello").await })?;
+///     let mut buf = [0u8; 2];
+///     assert_eq!(rx.receive_some(&mut buf).await?, 2); // "he"; the send still waits
+///     let mut rest = [0u8; 8];
+///     assert_eq!(rx.receive_some(&mut rest).await?, 3); // "llo"; now it returns
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
+pub fn lockstep_stream_one_way_pair() -> (LockstepSendStream, LockstepReceiveStream) {
+    let state = Rc::new(Lockstep::default());
+    (LockstepSendStream { state: state.clone() }, LockstepReceiveStream { state })
+}
+
+impl LockstepSendStream {
+    /// Hands `data` to the receiver and waits until it has taken all of it
+    /// (an empty `data` returns at once). A checkpoint.
+    ///
+    /// Errors: `ClosedResource` if this end is closed (also while waiting),
+    /// `BusyResource` during another send-side operation, `BrokenResource`
+    /// if the receiving end is closed before it took everything, or if an
+    /// earlier send was cancelled part-way.
+    pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
+        let st = &*self.state;
+        let claim = st.send.claim(st.sender_closed.get())?;
+        if st.receiver_closed.get() {
+            return Err(RECEIVER_CLOSED.into());
+        }
+        if st.send_broken.get() {
+            return Err(SEND_CANCELLED.into());
+        }
+        if data.is_empty() {
+            after_io().await;
+            return Ok(());
+        }
+        debug_assert!(st.data.borrow().is_empty(), "only one send can be in progress");
+        st.data.borrow_mut().extend(data);
+        st.receive.wake();
+        let mut pending = PendingSend { state: st, len: data.len(), finished: false };
+        std::future::poll_fn(|cx| -> Poll<io::Result<()>> {
+            // All taken: the hand-over is done and wins over a cancel.
+            if st.data.borrow().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if st.sender_closed.get() {
+                return Poll::Ready(Err(ClosedResource.into()));
+            }
+            if st.receiver_closed.get() {
+                return Poll::Ready(Err(RECEIVER_CLOSED.into()));
+            }
+            if claim.is_cancelled() {
+                return Poll::Ready(Err(Cancelled.into()));
+            }
+            claim.park(cx, "lockstep stream send_all");
+            Poll::Pending
+        })
+        .await?;
+        pending.finished = true;
+        Ok(())
+    }
+
+    /// Waits until a receiver is blocked in `receive_some` (or the receiving
+    /// end is closed), so that a `send_all` would be taken at once. A
+    /// checkpoint. `ClosedResource` if this end is closed (also while
+    /// waiting), `BusyResource` during another send-side operation.
+    pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
+        let st = &*self.state;
+        let claim = st.send.claim(st.sender_closed.get())?;
+        let mut waited = false;
+        std::future::poll_fn(|cx| -> Poll<io::Result<()>> {
+            if st.sender_closed.get() {
+                return Poll::Ready(Err(ClosedResource.into()));
+            }
+            if st.receiver_waiting.get() || st.receiver_closed.get() {
+                return Poll::Ready(Ok(()));
+            }
+            if waited && claim.is_cancelled() {
+                return Poll::Ready(Err(Cancelled.into()));
+            }
+            waited = true;
+            claim.park(cx, "lockstep stream wait_send_all_might_not_block");
+            Poll::Pending
+        })
+        .await?;
+        if !waited {
+            after_io().await;
+        }
+        Ok(())
+    }
+
+    /// Closes this end: the receiver reads 0, and a waiting send-side
+    /// operation wakes with `ClosedResource`. Immediate and idempotent.
+    pub fn close(&self) {
+        self.state.close_sender();
+    }
+
+    /// The half-close of a two-way [`LockstepStream`]: `close` as an
+    /// operation that claims the sending direction.
+    async fn send_eof(&self) -> io::Result<()> {
+        let st = &*self.state;
+        let _claim = st.send.claim(false)?;
+        st.close_sender();
+        after_io().await;
+        Ok(())
+    }
+}
+
+impl LockstepReceiveStream {
+    /// Takes up to `buf.len()` bytes of the send in progress, waiting for
+    /// one if there is none; 0 once the sending end is closed. A
+    /// checkpoint; a cancelled receive takes nothing.
+    ///
+    /// Errors: `InvalidInput` for an empty `buf`, `ClosedResource` if this
+    /// end is closed (also while waiting), `BusyResource` if another task is
+    /// receiving.
+    pub async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Err(empty_buffer());
+        }
+        let st = &*self.state;
+        let claim = st.receive.claim(st.receiver_closed.get())?;
+        let _waiting = WaitingFlag(&st.receiver_waiting);
+        let mut waited = false;
+        let n = std::future::poll_fn(|cx| -> Poll<io::Result<usize>> {
+            if st.receiver_closed.get() {
+                return Poll::Ready(Err(ClosedResource.into()));
+            }
+            if waited && claim.is_cancelled() {
+                return Poll::Ready(Err(Cancelled.into()));
+            }
+            let mut data = st.data.borrow_mut();
+            if !data.is_empty() {
+                let n = take_into(&mut data, buf);
+                if data.is_empty() {
+                    // The send is complete: let it return.
+                    st.send.wake();
+                }
+                return Poll::Ready(Ok(n));
+            }
+            if st.sender_closed.get() {
+                return Poll::Ready(Ok(0));
+            }
+            if !waited {
+                waited = true;
+                st.receiver_waiting.set(true);
+                // A `wait_send_all_might_not_block` is waiting for this.
+                st.send.wake();
+            }
+            claim.park(cx, "lockstep stream receive_some");
+            Poll::Pending
+        })
+        .await?;
+        if !waited {
+            after_io().await;
+        }
+        Ok(n)
+    }
+
+    /// Closes this end: a waiting receive wakes with `ClosedResource`, and
+    /// the send in progress (and every later one) fails with
+    /// `BrokenResource`. Immediate and idempotent.
+    pub fn close(&self) {
+        self.state.close_receiver();
+    }
+}
+
+/// Clears `receiver_waiting` when a receive ends, however it ends.
+struct WaitingFlag<'a>(&'a Cell<bool>);
+
+impl Drop for WaitingFlag<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+impl Drop for LockstepSendStream {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Drop for LockstepReceiveStream {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Resource for LockstepSendStream {
+    fn close(&self) {
+        LockstepSendStream::close(self);
+    }
+}
+
+impl Resource for LockstepReceiveStream {
+    fn close(&self) {
+        LockstepReceiveStream::close(self);
+    }
+}
+
+impl SendStream for LockstepSendStream {
+    fn send_all(&self, data: &[u8]) -> impl std::future::Future<Output = io::Result<()>> {
+        LockstepSendStream::send_all(self, data)
+    }
+
+    fn wait_send_all_might_not_block(&self) -> impl std::future::Future<Output = io::Result<()>> {
+        LockstepSendStream::wait_send_all_might_not_block(self)
+    }
+}
+
+impl ReceiveStream for LockstepReceiveStream {
+    fn receive_some(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> {
+        LockstepReceiveStream::receive_some(self, buf)
+    }
+}
+
+/// One end of a two-way lockstep stream, made by [`lockstep_stream_pair`]:
+/// a [`LockstepSendStream`] and a [`LockstepReceiveStream`] stapled
+/// together. [`send_eof`](LockstepStream::send_eof) closes the sending half
+/// only.
+///
+/// ```
+/// use trioxide::{run, open_nursery, BoxError};
+/// use trioxide::testing::lockstep_stream_pair;
+///
+/// run(open_nursery(|n| async move {
+///     let (a, b) = lockstep_stream_pair();
+///     n.start_soon(async move {
+///         let mut buf = [0u8; 4];
+///         assert_eq!(b.receive_some(&mut buf).await?, 4);
+///         b.send_all(b"pong").await
+///     })?;
+///     a.send_all(b"ping").await?;
+///     let mut buf = [0u8; 4];
+///     assert_eq!(a.receive_some(&mut buf).await?, 4);
+///     assert_eq!(&buf, b"pong");
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
+pub struct LockstepStream {
+    send: LockstepSendStream,
+    receive: LockstepReceiveStream,
+    closed: Cell<bool>,
+}
+
+impl fmt::Debug for LockstepStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockstepStream")
+            .field("send", &self.send)
+            .field("receive", &self.receive)
+            .field("closed", &self.closed.get())
+            .finish()
+    }
+}
+
+/// A connected pair of two-way lockstep streams, built from two one-way
+/// pairs.
+///
+/// ```
+/// use trioxide::{run, BoxError};
+/// use trioxide::testing::lockstep_stream_pair;
+///
+/// run(async {
+///     let (a, b) = lockstep_stream_pair();
+///     a.send_eof().await?;
+///     let mut buf = [0u8; 1];
+///     assert_eq!(b.receive_some(&mut buf).await?, 0);
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
+pub fn lockstep_stream_pair() -> (LockstepStream, LockstepStream) {
+    let (send1, receive1) = lockstep_stream_one_way_pair();
+    let (send2, receive2) = lockstep_stream_one_way_pair();
+    (
+        LockstepStream { send: send1, receive: receive2, closed: Cell::new(false) },
+        LockstepStream { send: send2, receive: receive1, closed: Cell::new(false) },
+    )
+}
+
+impl LockstepStream {
+    /// See [`LockstepSendStream::send_all`].
+    pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
+        self.send.send_all(data).await
+    }
+
+    /// See [`LockstepSendStream::wait_send_all_might_not_block`].
+    pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
+        self.send.wait_send_all_might_not_block().await
+    }
+
+    /// See [`LockstepReceiveStream::receive_some`].
+    pub async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.receive.receive_some(buf).await
+    }
+
+    /// Closes the sending half: the peer reads 0, while data still flows
+    /// the other way. A checkpoint; a second call does nothing.
+    /// `BusyResource` during a send-side operation, `ClosedResource` after
+    /// [`close`](LockstepStream::close).
+    pub async fn send_eof(&self) -> io::Result<()> {
+        if self.closed.get() {
+            return Err(ClosedResource.into());
+        }
+        self.send.send_eof().await
+    }
+
+    /// Closes both halves now.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.send.close();
+        self.receive.close();
+    }
+
+    /// The sending half.
+    pub fn send_stream(&self) -> &LockstepSendStream {
+        &self.send
+    }
+
+    /// The receiving half.
+    pub fn receive_stream(&self) -> &LockstepReceiveStream {
+        &self.receive
+    }
+}
+
+impl Resource for LockstepStream {
+    fn close(&self) {
+        LockstepStream::close(self);
+    }
+}
+
+impl SendStream for LockstepStream {
+    fn send_all(&self, data: &[u8]) -> impl std::future::Future<Output = io::Result<()>> {
+        LockstepStream::send_all(self, data)
+    }
+
+    fn wait_send_all_might_not_block(&self) -> impl std::future::Future<Output = io::Result<()>> {
+        LockstepStream::wait_send_all_might_not_block(self)
+    }
+}
+
+impl ReceiveStream for LockstepStream {
+    fn receive_some(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> {
+        LockstepStream::receive_some(self, buf)
+    }
+}
+
+impl HalfCloseableStream for LockstepStream {
+    fn send_eof(&self) -> impl std::future::Future<Output = io::Result<()>> {
+        LockstepStream::send_eof(self)
+    }
+}
