@@ -1,5 +1,5 @@
 //! The conformance checks of `trioxide::testing` run on every stream type
-//! trioxide has (memory, lockstep, TCP, Unix), and on deliberately faulty
+//! trioxide has (memory, lockstep, TCP, Unix, process pipes), and on deliberately faulty
 //! streams, which must fail them with the property they break.
 
 mod io_support;
@@ -11,6 +11,7 @@ use std::pin::pin;
 use std::task::Poll;
 
 use io_support::{run_io, set_sock_opt, tcp_pair};
+use trioxide::process::{PipeReceiveStream, PipeSendStream};
 use trioxide::testing::{
     check_half_closeable_stream, check_one_way_stream, check_two_way_stream, lockstep_stream_one_way_pair,
     lockstep_stream_pair, memory_stream_one_way_pair, memory_stream_pair, CheckFailed, MemoryStream,
@@ -177,6 +178,49 @@ fn tcp_stream_pairs_on_loopback_pass_check_half_closeable_stream_with_a_clogged_
 fn unix_stream_pairs_pass_check_half_closeable_stream_with_a_clogged_maker() {
     let maker = |clogged| move || unix_maker(clogged);
     passes(|| check_half_closeable_stream(maker(false), Some(maker(true))));
+}
+
+/// A pipe's write end `fd`, filled behind trioxide's back until the kernel
+/// refuses (the fd is non-blocking once wrapped).
+fn fill_pipe(fd: RawFd) {
+    let chunk = [0xA5u8; 4096];
+    loop {
+        // SAFETY: `chunk` is a live buffer of the length passed; `fd` is the
+        // open write end owned by the caller's stream.
+        let n = unsafe { libc::write(fd, chunk.as_ptr().cast(), chunk.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "filling the pipe failed: {e}");
+            return;
+        }
+    }
+}
+
+/// An OS pipe as trioxide's process pipe streams; clogged, shrunk to one
+/// page and full, with the cached "writable" bit cleared as in [`clog`].
+async fn pipe_maker(clogged: bool) -> io::Result<(PipeSendStream, PipeReceiveStream)> {
+    let (reader, writer) = std::io::pipe()?;
+    let send = PipeSendStream::new(std::os::fd::OwnedFd::from(writer))?;
+    let receive = PipeReceiveStream::new(std::os::fd::OwnedFd::from(reader))?;
+    if clogged {
+        // SAFETY: F_SETPIPE_SZ on an open pipe fd we own; no pointers.
+        unsafe { libc::fcntl(send.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+        loop {
+            fill_pipe(send.as_raw_fd());
+            let mut probe = pin!(send.send_all(&[0xA5]));
+            match poll_fn(|cx| Poll::Ready(probe.as_mut().poll(cx))).await {
+                Poll::Pending => break,
+                Poll::Ready(r) => r?,
+            }
+        }
+    }
+    Ok((send, receive))
+}
+
+#[test]
+fn process_pipe_streams_pass_check_one_way_stream_with_a_clogged_maker() {
+    let maker = |clogged| move || pipe_maker(clogged);
+    passes(|| check_one_way_stream(maker(false), Some(maker(true))));
 }
 
 // ---- Faulty streams: the checks must catch them ----
