@@ -19,7 +19,7 @@ for line in sys.stdin:
         if name in ("trioxide", "scheduler_nursery_rules", "cancel_rules", "wakers", "random_trees",
                     "io_rules", "sockets", "happy_eyeballs", "accept_emfile", "http_bad_input", "fairness",
                     "sync_rules", "sync_cancel", "channel_rules", "channel_stress", "threads", "signals",
-                    "http_shutdown", "stream_conformance", "testing_kit"):
+                    "http_shutdown", "stream_conformance", "testing_kit", "sync_stress"):
             print(m["executable"])
 ')
 for b in $bins; do
