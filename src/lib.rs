@@ -92,3 +92,9 @@ pub use task::TaskId;
 pub use testing::{wait_all_tasks_blocked, WaitAllTasksBlocked};
 pub use time::{current_time, sleep, sleep_forever, sleep_until, Sleep, SleepForever};
 pub use timeouts::{fail_after, fail_at, move_on_after, move_on_at, FailAfter};
+
+/// The README's Rust examples, compiled and run as doc tests so they stay
+/// true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
