@@ -29,6 +29,7 @@
 //!
 //! ```
 //! use trioxide::{run, open_nursery, open_memory_channel, BoxError};
+//! use trioxide::channel::ReceiveError;
 //!
 //! let got = run(open_nursery(|n| async move {
 //!     let (tx, rx) = open_memory_channel::<u32>(0);
@@ -41,8 +42,14 @@
 //!     }
 //!     drop(tx); // the producers hold the only open send handles now
 //!     let mut got = Vec::new();
-//!     while let Ok(v) = rx.receive().await {
-//!         got.push(v);
+//!     loop {
+//!         match rx.receive().await {
+//!             Ok(v) => got.push(v),
+//!             // Every sender closed and the buffer drained.
+//!             Err(ReceiveError::EndOfChannel) => break,
+//!             // Cancelled (or this end closed): not the end of the data.
+//!             Err(e) => return Err(e.into()),
+//!         }
 //!     }
 //!     got.sort();
 //!     Ok::<_, BoxError>(got)
