@@ -468,6 +468,34 @@ impl<S: AsRawFd> Source<S> {
         Ok(sent)
     }
 
+    /// Reads into `buf`'s spare capacity (reserving `reserve` bytes first
+    /// if it has none), without zeroing it: `receive_into` of sockets and
+    /// pipes. A short read counts as draining the fd (see `op`).
+    pub(crate) async fn read_into_spare(&self, buf: &mut Vec<u8>, reserve: usize) -> io::Result<usize> {
+        if buf.capacity() == buf.len() {
+            buf.reserve(reserve);
+        }
+        self.op(Dir::Read, |io| {
+            let spare = buf.spare_capacity_mut();
+            let want = spare.len();
+            // SAFETY: `spare` is writable memory of `want` bytes owned by
+            // `buf`, borrowed exclusively for the call; read(2) writes at
+            // most `want` bytes there, and the fd is open (borrowed through
+            // `io`, which `op` only lends while the source is not closed).
+            let n = unsafe { libc::read(io.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            // SAFETY: the kernel initialised the first `n` bytes of the
+            // spare capacity, right after the current length.
+            unsafe { buf.set_len(buf.len() + n) };
+            // (Not at end of stream: that edge has fired for good.)
+            Ok((n, n > 0 && n < want))
+        })
+        .await
+    }
+
     /// Closes the fd now: wakes any task waiting on it with
     /// [`ClosedResource`], and frees the driver slot. The kernel drops the
     /// fd from epoll as it closes, so no `epoll_ctl` is made.

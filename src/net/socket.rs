@@ -119,28 +119,7 @@ impl<S: StreamIo> SocketStream<S> {
     }
 
     pub(crate) async fn receive_into(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        if buf.capacity() == buf.len() {
-            buf.reserve(DEFAULT_RECEIVE);
-        }
-        self.source
-            .op(Dir::Read, |s| {
-                let spare = buf.spare_capacity_mut();
-                let want = spare.len();
-                // SAFETY: `spare` is writable memory of `want` bytes owned by
-                // `buf`, borrowed exclusively for the call; `read(2)` writes
-                // at most `want` bytes into it and the fd is open (borrowed
-                // through `s`).
-                let n = unsafe { libc::read(s.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
-                if n < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let n = n as usize;
-                // SAFETY: the kernel initialised the first `n` bytes of the
-                // spare capacity, right after the current length.
-                unsafe { buf.set_len(buf.len() + n) };
-                Ok((n, n > 0 && n < want))
-            })
-            .await
+        self.source.read_into_spare(buf, DEFAULT_RECEIVE).await
     }
 
     pub(crate) async fn send_all(&self, data: &[u8]) -> io::Result<()> {

@@ -246,27 +246,7 @@ impl PipeReceiveStream {
     /// }).unwrap();
     /// ```
     pub async fn receive_into(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        if buf.capacity() == buf.len() {
-            buf.reserve(DEFAULT_RECEIVE);
-        }
-        self.source
-            .op(Dir::Read, |f| {
-                let spare = buf.spare_capacity_mut();
-                let want = spare.len();
-                // SAFETY: `spare` is writable memory of `want` bytes owned by
-                // `buf`, borrowed exclusively for the call; read(2) writes at
-                // most `want` bytes there, and the fd is open (borrowed
-                // through `f`).
-                let n = unsafe { libc::read(f.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
-                if n < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let n = n as usize;
-                // SAFETY: the kernel initialised the first `n` spare bytes.
-                unsafe { buf.set_len(buf.len() + n) };
-                Ok((n, n > 0 && n < want))
-            })
-            .await
+        self.source.read_into_spare(buf, DEFAULT_RECEIVE).await
     }
 
     /// Closes the pipe now; tasks waiting here wake with
