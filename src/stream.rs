@@ -60,6 +60,42 @@ pub trait HalfCloseableStream: Stream {
     fn send_eof(&self) -> impl Future<Output = io::Result<()>>;
 }
 
+/// A [`SendStream`] that can send the end of the stream as an operation of
+/// its own, apart from [`close`](Resource::close): what a
+/// [`StapledStream`](crate::StapledStream) needs of its sending half to be a
+/// [`HalfCloseableStream`].
+///
+/// Closing is immediate; `send_eof` is a checkpoint that uses the sending
+/// direction like a send does, so during a send it fails with
+/// [`BusyResource`](crate::BusyResource). Afterwards the receiver reads what
+/// was sent, then 0. A second `send_eof` does nothing.
+///
+/// (Trio's `StapledStream.send_eof` looks for a `send_eof` method on the
+/// sending half and otherwise closes it; Rust picks at compile time, so a
+/// stapled stream is half-closeable exactly when its sending half
+/// implements this trait. With any other sending half, close the half
+/// itself: `stapled.send_stream().close()`.)
+///
+/// ```
+/// use trioxide::{run, BoxError, SendEof};
+/// use trioxide::testing::memory_stream_one_way_pair;
+///
+/// run(async {
+///     let (tx, rx) = memory_stream_one_way_pair();
+///     tx.send_all(b"last words").await?;
+///     tx.send_eof().await?;
+///     let mut buf = [0u8; 16];
+///     assert_eq!(rx.receive_some(&mut buf).await?, 10);
+///     assert_eq!(rx.receive_some(&mut buf).await?, 0);
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
+pub trait SendEof: SendStream {
+    /// Ends the stream: the receiver reads what was sent, then 0, and
+    /// further sends fail with [`ClosedResource`](crate::ClosedResource).
+    fn send_eof(&self) -> impl Future<Output = io::Result<()>>;
+}
+
 /// Something that accepts incoming streams (a listening socket).
 pub trait Listener: Resource {
     /// The kind of stream accepted.

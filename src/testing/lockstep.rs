@@ -19,8 +19,9 @@ use std::task::Poll;
 
 use crate::error::{BrokenResource, Cancelled, ClosedResource};
 use crate::readiness::after_io;
-use crate::stream::{HalfCloseableStream, ReceiveStream, Resource, SendStream};
+use crate::stapled::StapledStream;
 use crate::testing::direction::{empty_buffer, Direction};
+use crate::testing::halves::{one_way_halves, stapled_pair};
 use crate::testing::memory_stream::take_into;
 
 /// The state shared by the two ends of a one-way lockstep stream.
@@ -240,16 +241,6 @@ impl LockstepSendStream {
     pub fn close(&self) {
         self.state.close_sender();
     }
-
-    /// The half-close of a two-way [`LockstepStream`]: `close` as an
-    /// operation that claims the sending direction.
-    async fn send_eof(&self) -> io::Result<()> {
-        let st = &*self.state;
-        let _claim = st.send.claim(false)?;
-        st.close_sender();
-        after_io().await;
-        Ok(())
-    }
 }
 
 impl LockstepReceiveStream {
@@ -320,50 +311,12 @@ impl Drop for WaitingFlag<'_> {
     }
 }
 
-impl Drop for LockstepSendStream {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-impl Drop for LockstepReceiveStream {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-impl Resource for LockstepSendStream {
-    fn close(&self) {
-        LockstepSendStream::close(self);
-    }
-}
-
-impl Resource for LockstepReceiveStream {
-    fn close(&self) {
-        LockstepReceiveStream::close(self);
-    }
-}
-
-impl SendStream for LockstepSendStream {
-    fn send_all(&self, data: &[u8]) -> impl std::future::Future<Output = io::Result<()>> {
-        LockstepSendStream::send_all(self, data)
-    }
-
-    fn wait_send_all_might_not_block(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        LockstepSendStream::wait_send_all_might_not_block(self)
-    }
-}
-
-impl ReceiveStream for LockstepReceiveStream {
-    fn receive_some(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> {
-        LockstepReceiveStream::receive_some(self, buf)
-    }
-}
+one_way_halves!(LockstepSendStream, LockstepReceiveStream, shared: state);
 
 /// One end of a two-way lockstep stream, made by [`lockstep_stream_pair`]:
-/// a [`LockstepSendStream`] and a [`LockstepReceiveStream`] stapled
-/// together. [`send_eof`](LockstepStream::send_eof) closes the sending half
-/// only.
+/// a [`LockstepSendStream`] and a [`LockstepReceiveStream`] joined by a
+/// [`StapledStream`], whose methods it has.
+/// [`send_eof`](StapledStream::send_eof) closes the sending half only.
 ///
 /// ```
 /// use trioxide::{run, open_nursery, BoxError};
@@ -383,21 +336,7 @@ impl ReceiveStream for LockstepReceiveStream {
 ///     Ok::<_, BoxError>(())
 /// })).unwrap();
 /// ```
-pub struct LockstepStream {
-    send: LockstepSendStream,
-    receive: LockstepReceiveStream,
-    closed: Cell<bool>,
-}
-
-impl fmt::Debug for LockstepStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockstepStream")
-            .field("send", &self.send)
-            .field("receive", &self.receive)
-            .field("closed", &self.closed.get())
-            .finish()
-    }
-}
+pub type LockstepStream = StapledStream<LockstepSendStream, LockstepReceiveStream>;
 
 /// A connected pair of two-way lockstep streams, built from two one-way
 /// pairs.
@@ -415,83 +354,5 @@ impl fmt::Debug for LockstepStream {
 /// }).unwrap();
 /// ```
 pub fn lockstep_stream_pair() -> (LockstepStream, LockstepStream) {
-    let (send1, receive1) = lockstep_stream_one_way_pair();
-    let (send2, receive2) = lockstep_stream_one_way_pair();
-    (
-        LockstepStream { send: send1, receive: receive2, closed: Cell::new(false) },
-        LockstepStream { send: send2, receive: receive1, closed: Cell::new(false) },
-    )
-}
-
-impl LockstepStream {
-    /// See [`LockstepSendStream::send_all`].
-    pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
-        self.send.send_all(data).await
-    }
-
-    /// See [`LockstepSendStream::wait_send_all_might_not_block`].
-    pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
-        self.send.wait_send_all_might_not_block().await
-    }
-
-    /// See [`LockstepReceiveStream::receive_some`].
-    pub async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.receive.receive_some(buf).await
-    }
-
-    /// Closes the sending half: the peer reads 0, while data still flows
-    /// the other way. A checkpoint; a second call does nothing.
-    /// `BusyResource` during a send-side operation, `ClosedResource` after
-    /// [`close`](LockstepStream::close).
-    pub async fn send_eof(&self) -> io::Result<()> {
-        if self.closed.get() {
-            return Err(ClosedResource.into());
-        }
-        self.send.send_eof().await
-    }
-
-    /// Closes both halves now.
-    pub fn close(&self) {
-        self.closed.set(true);
-        self.send.close();
-        self.receive.close();
-    }
-
-    /// The sending half.
-    pub fn send_stream(&self) -> &LockstepSendStream {
-        &self.send
-    }
-
-    /// The receiving half.
-    pub fn receive_stream(&self) -> &LockstepReceiveStream {
-        &self.receive
-    }
-}
-
-impl Resource for LockstepStream {
-    fn close(&self) {
-        LockstepStream::close(self);
-    }
-}
-
-impl SendStream for LockstepStream {
-    fn send_all(&self, data: &[u8]) -> impl std::future::Future<Output = io::Result<()>> {
-        LockstepStream::send_all(self, data)
-    }
-
-    fn wait_send_all_might_not_block(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        LockstepStream::wait_send_all_might_not_block(self)
-    }
-}
-
-impl ReceiveStream for LockstepStream {
-    fn receive_some(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> {
-        LockstepStream::receive_some(self, buf)
-    }
-}
-
-impl HalfCloseableStream for LockstepStream {
-    fn send_eof(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        LockstepStream::send_eof(self)
-    }
+    stapled_pair(lockstep_stream_one_way_pair)
 }

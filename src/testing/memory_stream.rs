@@ -18,8 +18,9 @@ use std::task::Poll;
 
 use crate::error::{BrokenResource, ClosedResource};
 use crate::readiness::after_io;
-use crate::stream::{HalfCloseableStream, ReceiveStream, Resource, SendStream};
+use crate::stapled::StapledStream;
 use crate::testing::direction::{empty_buffer, Direction};
+use crate::testing::halves::{one_way_halves, stapled_pair};
 
 /// The buffer between the two ends of a one-way memory stream.
 #[derive(Default)]
@@ -177,17 +178,6 @@ impl MemorySendStream {
     pub fn buffered(&self) -> usize {
         self.pipe.data.borrow().len()
     }
-
-    /// The half-close of a two-way [`MemoryStream`]: like `close`, but an
-    /// operation that claims the sending direction (so it is `Busy` during a
-    /// send) and a checkpoint; a second call does nothing.
-    async fn send_eof(&self) -> io::Result<()> {
-        let pipe = &*self.pipe;
-        let _claim = pipe.send.claim(false)?;
-        self.close();
-        after_io().await;
-        Ok(())
-    }
 }
 
 impl MemoryReceiveStream {
@@ -248,50 +238,12 @@ impl MemoryReceiveStream {
     }
 }
 
-impl Drop for MemorySendStream {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-impl Drop for MemoryReceiveStream {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-impl Resource for MemorySendStream {
-    fn close(&self) {
-        MemorySendStream::close(self);
-    }
-}
-
-impl Resource for MemoryReceiveStream {
-    fn close(&self) {
-        MemoryReceiveStream::close(self);
-    }
-}
-
-impl SendStream for MemorySendStream {
-    fn send_all(&self, data: &[u8]) -> impl std::future::Future<Output = io::Result<()>> {
-        MemorySendStream::send_all(self, data)
-    }
-
-    fn wait_send_all_might_not_block(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        MemorySendStream::wait_send_all_might_not_block(self)
-    }
-}
-
-impl ReceiveStream for MemoryReceiveStream {
-    fn receive_some(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> {
-        MemoryReceiveStream::receive_some(self, buf)
-    }
-}
+one_way_halves!(MemorySendStream, MemoryReceiveStream, shared: pipe);
 
 /// One end of a two-way memory stream, made by [`memory_stream_pair`]: a
-/// [`MemorySendStream`] and a [`MemoryReceiveStream`] stapled together
-/// (Trio's `StapledStream`). [`send_eof`](MemoryStream::send_eof) closes the
-/// sending half only.
+/// [`MemorySendStream`] and a [`MemoryReceiveStream`] joined by a
+/// [`StapledStream`], whose methods it has.
+/// [`send_eof`](StapledStream::send_eof) closes the sending half only.
 ///
 /// ```
 /// use trioxide::{run, BoxError};
@@ -309,22 +261,7 @@ impl ReceiveStream for MemoryReceiveStream {
 ///     Ok::<_, BoxError>(())
 /// }).unwrap();
 /// ```
-pub struct MemoryStream {
-    send: MemorySendStream,
-    receive: MemoryReceiveStream,
-    /// `close` was called (as opposed to only `send_eof`).
-    closed: Cell<bool>,
-}
-
-impl fmt::Debug for MemoryStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryStream")
-            .field("send", &self.send)
-            .field("receive", &self.receive)
-            .field("closed", &self.closed.get())
-            .finish()
-    }
-}
+pub type MemoryStream = StapledStream<MemorySendStream, MemoryReceiveStream>;
 
 /// A connected pair of two-way memory streams, built from two one-way
 /// pairs: what one end sends, the other receives. An in-process
@@ -347,84 +284,5 @@ impl fmt::Debug for MemoryStream {
 /// }).unwrap();
 /// ```
 pub fn memory_stream_pair() -> (MemoryStream, MemoryStream) {
-    let (send1, receive1) = memory_stream_one_way_pair();
-    let (send2, receive2) = memory_stream_one_way_pair();
-    (
-        MemoryStream { send: send1, receive: receive2, closed: Cell::new(false) },
-        MemoryStream { send: send2, receive: receive1, closed: Cell::new(false) },
-    )
-}
-
-impl MemoryStream {
-    /// Sends through the sending half; see [`MemorySendStream::send_all`].
-    pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
-        self.send.send_all(data).await
-    }
-
-    /// See [`MemorySendStream::wait_send_all_might_not_block`].
-    pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
-        self.send.wait_send_all_might_not_block().await
-    }
-
-    /// Receives from the receiving half; see
-    /// [`MemoryReceiveStream::receive_some`].
-    pub async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.receive.receive_some(buf).await
-    }
-
-    /// Closes the sending half: the peer reads the rest, then 0, while data
-    /// still flows the other way. A checkpoint; a second call does nothing.
-    /// `BusyResource` during a send, `ClosedResource` after
-    /// [`close`](MemoryStream::close).
-    pub async fn send_eof(&self) -> io::Result<()> {
-        if self.closed.get() {
-            return Err(ClosedResource.into());
-        }
-        self.send.send_eof().await
-    }
-
-    /// Closes both halves now.
-    pub fn close(&self) {
-        self.closed.set(true);
-        self.send.close();
-        self.receive.close();
-    }
-
-    /// The sending half.
-    pub fn send_stream(&self) -> &MemorySendStream {
-        &self.send
-    }
-
-    /// The receiving half.
-    pub fn receive_stream(&self) -> &MemoryReceiveStream {
-        &self.receive
-    }
-}
-
-impl Resource for MemoryStream {
-    fn close(&self) {
-        MemoryStream::close(self);
-    }
-}
-
-impl SendStream for MemoryStream {
-    fn send_all(&self, data: &[u8]) -> impl std::future::Future<Output = io::Result<()>> {
-        MemoryStream::send_all(self, data)
-    }
-
-    fn wait_send_all_might_not_block(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        MemoryStream::wait_send_all_might_not_block(self)
-    }
-}
-
-impl ReceiveStream for MemoryStream {
-    fn receive_some(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> {
-        MemoryStream::receive_some(self, buf)
-    }
-}
-
-impl HalfCloseableStream for MemoryStream {
-    fn send_eof(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        MemoryStream::send_eof(self)
-    }
+    stapled_pair(memory_stream_one_way_pair)
 }

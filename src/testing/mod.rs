@@ -5,7 +5,8 @@
 //! * In-memory streams: [`memory_stream_pair`] (an unbounded buffer, like a
 //!   socket pair without the kernel) and [`lockstep_stream_pair`] (no
 //!   buffer at all: each send waits for the receiver), with their one-way
-//!   versions. They follow the socket rules: every operation is a
+//!   versions; a two-way end is the two one-way halves in a
+//!   [`StapledStream`](crate::StapledStream). They follow the socket rules: every operation is a
 //!   checkpoint, concurrent use of one direction is
 //!   [`BusyResource`](crate::BusyResource), closing wakes waiters with
 //!   [`ClosedResource`](crate::ClosedResource), a cancelled receive loses
@@ -28,6 +29,7 @@
 mod check_streams;
 mod checkpoints;
 mod direction;
+mod halves;
 mod idle;
 mod lockstep;
 mod memory_stream;
