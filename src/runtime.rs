@@ -87,6 +87,9 @@ pub(crate) struct Core {
     /// I/O operations completed at once, with nobody else runnable, since
     /// the last yield or epoll poll (see `readiness::after_io`).
     pub(crate) io_streak: Cell<u32>,
+    /// Memory-channel operations completed at once in the current step
+    /// (see `readiness::after_channel_op`); reset at each step.
+    pub(crate) channel_streak: Cell<u32>,
     /// An I/O operation yielded on its budget: poll epoll before the next
     /// pass even if `IO_POLL_INTERVAL` steps have not run.
     pub(crate) io_poll_requested: Cell<bool>,
@@ -184,6 +187,11 @@ impl Core {
         id
     }
 
+    /// Whether task `id` is still in the slab.
+    pub(crate) fn task_alive(&self, id: TaskId) -> bool {
+        self.tasks.borrow().get(id.key()).is_some_and(|s| s.gen == id.gen())
+    }
+
     /// Removes a finished task from the slab.
     pub(crate) fn remove_task(&self, id: TaskId) {
         let slot = self.tasks.borrow_mut().remove(id.key());
@@ -214,6 +222,23 @@ impl Core {
         }
         self.io_streak.set(streak);
         false
+    }
+
+    /// `should_yield_after_io` for a memory-channel operation: while other
+    /// tasks are runnable, yields only at every `CHANNEL_BUDGET`-th
+    /// operation completed at once in this step.
+    #[inline]
+    pub(crate) fn should_yield_after_channel_op(&self) -> bool {
+        if self.batch_left.get() > 0 || !self.runq.borrow().is_empty() {
+            let n = self.channel_streak.get() + 1;
+            if n < crate::readiness::CHANNEL_BUDGET {
+                self.channel_streak.set(n);
+                self.yield_offers.set(self.yield_offers.get() + 1);
+                return false;
+            }
+            self.channel_streak.set(0);
+        }
+        self.should_yield_after_io()
     }
 
     /// The current time on the run's clock.
@@ -357,6 +382,7 @@ impl Builder {
             remote_streak: Cell::new(0),
             batch_left: Cell::new(0),
             io_streak: Cell::new(0),
+            channel_streak: Cell::new(0),
             io_poll_requested: Cell::new(false),
             run_id: NEXT_RUN_ID.fetch_add(1, Ordering::Relaxed),
             lot_breakers: RefCell::new(Vec::new()),

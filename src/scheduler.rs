@@ -139,6 +139,7 @@ impl Core {
         self.current_task.set(id);
         self.current_status.set(root);
         self.waiting_on.set("");
+        self.channel_streak.set(0);
         if self.has_instruments.get() {
             self.each_instrument(|i| i.before_task_step(id));
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use trioxide::channel::{
     MemoryChannelStatistics, MemoryReceiveChannel, MemorySendChannel, ReceiveError, SendErrorKind, TryReceiveError,
-    TrySendError, UNBOUNDED,
+    TrySendError, CHANNEL_BUDGET, UNBOUNDED,
 };
 use trioxide::{
     checkpoint, current_time, fail_after, is_cancelled_error, move_on_after, open_memory_channel, open_nursery,
@@ -464,20 +464,26 @@ fn y6_value_put_back_beyond_capacity_keeps_blocked_senders_waiting_their_turn() 
 #[test]
 fn y6_receive_dropped_during_its_schedule_point_puts_the_value_back() {
     run_nursery(1, |n| async move {
-        let (tx, rx) = open_memory_channel::<u32>(2);
-        tx.try_send(1)?;
-        tx.try_send(2)?;
-        // Another task is runnable, so a receive that completes at once
-        // yields before returning its value ...
+        let (tx, rx) = open_memory_channel::<u32>(CHANNEL_BUDGET as usize + 1);
+        for v in 1..=CHANNEL_BUDGET + 1 {
+            tx.try_send(v)?;
+        }
+        // Another task is runnable and this step's budget is spent, so a
+        // receive that completes at once yields before returning its value
+        // ...
         n.start_soon(async {})?;
+        for v in 1..CHANNEL_BUDGET {
+            let mut f = rx.receive();
+            assert_eq!(poll_once(&mut f).await, Poll::Ready(Ok(v)));
+        }
         let mut f = rx.receive();
         assert!(poll_once(&mut f).await.is_pending());
-        assert_eq!(tx.statistics().current_buffer_used, 1, "1 was taken");
+        assert_eq!(tx.statistics().current_buffer_used, 1, "CHANNEL_BUDGET was taken");
         // ... and dropping it there returns the value to the front.
         drop(f);
         assert_eq!(tx.statistics().current_buffer_used, 2);
-        assert_eq!(rx.try_receive(), Ok(1));
-        assert_eq!(rx.try_receive(), Ok(2));
+        assert_eq!(rx.try_receive(), Ok(CHANNEL_BUDGET));
+        assert_eq!(rx.try_receive(), Ok(CHANNEL_BUDGET + 1));
         Ok(())
     })
     .unwrap();
@@ -918,26 +924,45 @@ fn send_and_receive_report_cancelled_on_entry_and_change_nothing() {
     }
 }
 
+/// Sends `first..first + n` with operations that must complete at once,
+/// each polled once in the current step.
+async fn send_at_once(tx: &MemorySendChannel<u32>, first: u32, n: u32) {
+    for v in first..first + n {
+        let mut f = tx.send(v);
+        assert!(matches!(poll_once(&mut f).await, Poll::Ready(Ok(()))), "send of {v} did not complete at once");
+    }
+}
+
 #[test]
-fn operations_completing_at_once_yield_only_when_another_task_is_runnable() {
+fn operations_completing_at_once_yield_only_when_another_task_is_runnable_and_the_budget_is_spent() {
     run_nursery(1, |n| async move {
-        let (tx, rx) = open_memory_channel::<u32>(4);
-        // Nobody else is runnable: no yield, done in one poll.
-        let mut f = tx.send(1);
-        assert!(matches!(poll_once(&mut f).await, Poll::Ready(Ok(()))));
-        let mut f = rx.receive();
-        assert_eq!(poll_once(&mut f).await, Poll::Ready(Ok(1)));
-        // Another task is runnable: the operation completes, then yields.
+        let (tx, rx) = open_memory_channel::<u32>(4 * CHANNEL_BUDGET as usize);
+        // Nobody else is runnable: no yield past the budget (up to the I/O
+        // budget of 32, after which the scheduler polls epoll).
+        send_at_once(&tx, 0, CHANNEL_BUDGET + 4).await;
+        for v in 0..CHANNEL_BUDGET + 4 {
+            assert_eq!(rx.try_receive(), Ok(v));
+        }
+        // Another task is runnable: the first CHANNEL_BUDGET - 1 operations
+        // of this step complete without yielding; the next one completes,
+        // then yields.
         n.start_soon(async {})?;
-        let mut f = tx.send(2);
+        send_at_once(&tx, 1, CHANNEL_BUDGET - 1).await;
+        let mut f = tx.send(CHANNEL_BUDGET);
         assert!(poll_once(&mut f).await.is_pending());
-        assert_eq!(tx.statistics().current_buffer_used, 1, "sent before yielding");
+        let sent = CHANNEL_BUDGET as usize;
+        assert_eq!(tx.statistics().current_buffer_used, sent, "sent before yielding");
         assert_eq!(f.await.map_err(|e| e.kind()), Ok(()));
+        // A new step: a fresh budget, receives count the same way.
         n.start_soon(async {})?;
+        for v in 1..CHANNEL_BUDGET {
+            let mut f = rx.receive();
+            assert_eq!(poll_once(&mut f).await, Poll::Ready(Ok(v)));
+        }
         let mut f = rx.receive();
         assert!(poll_once(&mut f).await.is_pending());
         assert_eq!(tx.statistics().current_buffer_used, 0, "taken before yielding");
-        assert_eq!(f.await, Ok(2));
+        assert_eq!(f.await, Ok(CHANNEL_BUDGET));
         Ok(())
     })
     .unwrap();
@@ -946,12 +971,13 @@ fn operations_completing_at_once_yield_only_when_another_task_is_runnable() {
 #[test]
 fn the_schedule_point_after_completion_is_not_a_cancel_point() {
     run_nursery(1, |n| async move {
-        let (tx, rx) = open_memory_channel::<u32>(4);
+        let (tx, rx) = open_memory_channel::<u32>(2 * CHANNEL_BUDGET as usize);
         let scope = CancelScope::new();
         let out = scope
             .run(async {
                 n.start_soon(async {}).map_err(|_| Cancelled)?;
-                let mut f = tx.send(1);
+                send_at_once(&tx, 1, CHANNEL_BUDGET - 1).await;
+                let mut f = tx.send(CHANNEL_BUDGET);
                 assert!(poll_once(&mut f).await.is_pending());
                 scope.cancel();
                 assert_eq!(f.await.map_err(|e| e.kind()), Ok(()), "the value was sent: no Cancelled");
@@ -965,10 +991,14 @@ fn the_schedule_point_after_completion_is_not_a_cancel_point() {
         let out = scope
             .run(async {
                 n.start_soon(async {}).map_err(|_| Cancelled)?;
+                for v in 1..CHANNEL_BUDGET {
+                    let mut f = rx.receive();
+                    assert_eq!(poll_once(&mut f).await, Poll::Ready(Ok(v)));
+                }
                 let mut f = rx.receive();
                 assert!(poll_once(&mut f).await.is_pending());
                 scope.cancel();
-                assert_eq!(f.await, Ok(1), "the value was taken: no Cancelled");
+                assert_eq!(f.await, Ok(CHANNEL_BUDGET), "the value was taken: no Cancelled");
                 checkpoint().await?;
                 Ok::<_, Cancelled>(())
             })

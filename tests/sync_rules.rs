@@ -1054,3 +1054,50 @@ fn cancelled_error_cases_are_caught_by_the_cancelled_scope() {
         Ok(())
     });
 }
+
+#[test]
+fn y3_owner_ending_with_no_waiters_breaks_the_lock_for_later_acquires() {
+    run1(async {
+        let lock = Rc::new(Lock::new());
+        let owner: Rc<Cell<Option<TaskId>>> = Rc::new(Cell::new(None));
+        open_nursery(|n| {
+            let (lock, owner) = (lock.clone(), owner.clone());
+            async move {
+                n.start_soon(async move {
+                    owner.set(Some(current_task().id));
+                    lock.acquire().await?.leak();
+                    Ok::<_, BoxError>(())
+                })?;
+                Ok::<_, BoxError>(())
+            }
+        })
+        .await?;
+        let dead = owner.get().expect("the owner ran");
+        assert_eq!(lock.try_acquire().map(drop), Err(TryLockError::Broken { owner: dead }));
+        assert_eq!(lock.acquire().await.map(drop), Err(LockError::Broken { owner: dead }));
+        Ok(())
+    });
+}
+
+#[test]
+fn y3_owner_ending_with_no_waiters_breaks_the_lock_for_a_later_acquire() {
+    run1(async {
+        let lock = Rc::new(Lock::new());
+        let owner: Rc<Cell<Option<TaskId>>> = Rc::new(Cell::new(None));
+        open_nursery(|n| {
+            let (lock, owner) = (lock.clone(), owner.clone());
+            async move {
+                n.start_soon(async move {
+                    owner.set(Some(current_task().id));
+                    lock.acquire().await?.leak();
+                    Ok::<_, BoxError>(())
+                })?;
+                Ok::<_, BoxError>(())
+            }
+        })
+        .await?;
+        let dead = owner.get().expect("the owner ran");
+        assert_eq!(lock.acquire().await.map(drop), Err(LockError::Broken { owner: dead }));
+        Ok(())
+    });
+}

@@ -17,7 +17,7 @@ use super::error::{ReceiveError, TryReceiveError};
 use super::state::{PutBack, Side, Status, Take};
 use super::{wake, Endpoint, MemoryChannelStatistics};
 use crate::error::ClosedResource;
-use crate::readiness::{after_io, AfterIo};
+use crate::readiness::{after_channel_op, AfterIo};
 use crate::runtime::Core;
 
 /// What a task blocked in `receive` shows as its `waiting_on`.
@@ -329,7 +329,7 @@ impl<T> RecvOp<T> {
                 wake(waker);
                 // A schedule point, not a cancel point: the value is ours
                 // now, and is put back if this is dropped while yielding.
-                let mut after = after_io();
+                let mut after = after_channel_op();
                 if Pin::new(&mut after).poll(cx).is_pending() {
                     *self = RecvOp::Yielding(after, value);
                     return Poll::Pending;

@@ -9,7 +9,7 @@ use super::error::{SendError, SendErrorKind, TrySendError};
 use super::state::{Offer, Side, Status};
 use super::{wake, Endpoint, MemoryChannelStatistics};
 use crate::error::ClosedResource;
-use crate::readiness::{after_io, AfterIo};
+use crate::readiness::{after_channel_op, AfterIo};
 use crate::runtime::Core;
 
 /// What a task blocked in `send` shows as its `waiting_on`.
@@ -273,7 +273,7 @@ impl<T> SendFuture<'_, T> {
                 drop(chan);
                 wake(waker);
                 // A schedule point, not a cancel point: the value is sent.
-                let mut after = after_io();
+                let mut after = after_channel_op();
                 if Pin::new(&mut after).poll(cx).is_pending() {
                     self.state = SendState::Yielding(after);
                     return Poll::Pending;

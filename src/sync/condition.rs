@@ -208,6 +208,9 @@ impl Condition {
     /// Outside a trioxide task.
     pub fn notify(&self, n: usize) -> Result<usize, NotOwner> {
         self.check_owner()?;
+        // The moved waiters now wait on the lock: its owner must break it
+        // if it ends (rule Y3).
+        self.lock.ensure_breaker();
         Ok(self.lot.repark(&self.lock.lot, n))
     }
 

@@ -65,6 +65,14 @@ pub struct Lock {
     owner: Cell<TaskId>,
     /// The current holding period (see the module docs).
     period: Cell<u64>,
+    /// Whether the owner is registered as the lot's breaker. Registering
+    /// costs a push and a search on the run-wide breaker list, so it is done
+    /// only once somebody waits; until then a dead owner is noticed by
+    /// `check_owner` when the next task tries to acquire (rule Y3 either way).
+    breaker: Cell<bool>,
+    /// The run the owner belongs to (`Core::run_id`): task ids are only
+    /// meaningful within one run.
+    owner_run: Cell<u64>,
     pub(crate) lot: ParkingLot,
 }
 
@@ -106,7 +114,13 @@ impl Lock {
     /// assert!(!lock.is_locked());
     /// ```
     pub fn new() -> Lock {
-        Lock { owner: Cell::new(TaskId::NONE), period: Cell::new(0), lot: ParkingLot::new() }
+        Lock {
+            owner: Cell::new(TaskId::NONE),
+            period: Cell::new(0),
+            breaker: Cell::new(false),
+            owner_run: Cell::new(0),
+            lot: ParkingLot::new(),
+        }
     }
 
     /// Acquires the lock for the current task, waiting behind the tasks
@@ -154,6 +168,7 @@ impl Lock {
     ///
     /// # Panics
     /// Outside a trioxide task (the lock records its owner task).
+    #[inline]
     pub fn try_acquire(&self) -> Result<LockGuard<'_>, TryLockError> {
         let me = Core::current().current_task.get();
         let owner = self.owner.get();
@@ -161,7 +176,7 @@ impl Lock {
             Err(TryLockError::AlreadyHeld)
         } else if owner == TaskId::NONE {
             Ok(LockGuard { lock: self, period: self.take(me) })
-        } else if let Some(dead) = self.lot.broken_by() {
+        } else if let Some(dead) = self.check_owner() {
             Err(TryLockError::Broken { owner: dead })
         } else {
             Err(TryLockError::WouldBlock)
@@ -245,10 +260,35 @@ impl Lock {
     fn take(&self, me: TaskId) -> u64 {
         debug_assert!(self.lot.is_empty(), "a free lock has no waiters (release hands over)");
         self.owner.set(me);
+        self.owner_run.set(Core::current().run_id);
         let period = self.period.get().wrapping_add(1);
         self.period.set(period);
-        self.lot.add_breaker(me);
         period
+    }
+
+    /// Breaks the lot if the owner task has ended; returns the dead owner.
+    fn check_owner(&self) -> Option<TaskId> {
+        if let Some(dead) = self.lot.broken_by() {
+            return Some(dead);
+        }
+        let owner = self.owner.get();
+        let core = Core::current();
+        // An owner from an earlier run (a lock kept across runs) is gone too.
+        let alive = self.owner_run.get() == core.run_id && core.task_alive(owner);
+        if owner != TaskId::NONE && !self.breaker.get() && !alive {
+            self.lot.break_lot(owner);
+            return Some(owner);
+        }
+        None
+    }
+
+    /// Before a task waits: the owner must break the lot if it ends.
+    pub(crate) fn ensure_breaker(&self) {
+        if self.breaker.get() || self.check_owner().is_some() || self.owner.get() == TaskId::NONE {
+            return;
+        }
+        self.lot.add_breaker(self.owner.get());
+        self.breaker.set(true);
     }
 
     /// The current owner, `TaskId::NONE` if free.
@@ -282,16 +322,18 @@ impl Lock {
         // Outside a run (a guard dropped after `run` returned) there is no
         // breaker list to update.
         let in_run = Core::try_current().is_some();
-        if in_run {
+        if in_run && self.breaker.get() {
             self.lot.remove_breaker(old);
         }
+        self.breaker.set(false);
         self.period.set(self.period.get().wrapping_add(1));
         match self.lot.unpark_one() {
             Some(next) => {
                 // The new period began with the bump above.
                 self.owner.set(next);
-                if in_run {
+                if in_run && !self.lot.is_empty() {
                     self.lot.add_breaker(next);
+                    self.breaker.set(true);
                 }
             }
             None => self.owner.set(TaskId::NONE),
@@ -463,6 +505,7 @@ impl<'a> Future for LockAcquire<'a> {
                         AcquireState::Yielding(lock.take(me), after_io())
                     } else {
                         // Contended (or broken: the park reports it).
+                        lock.ensure_breaker();
                         AcquireState::Parked(lock.lot.park())
                     };
                 }
