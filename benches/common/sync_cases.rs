@@ -29,8 +29,8 @@ use trioxide::{checkpoint, open_memory_channel, open_nursery, run, BoxError};
 /// The buffer of the throughput cases. 128 holds enough messages that a
 /// producer rarely finds it full, so the figure is the cost of moving a
 /// message (and of the task switches each runtime chooses to make), not of
-/// blocking on every send; it is also a whole number of tokio's 32-slot
-/// blocks, so tokio's list of blocks is reused rather than grown.
+/// blocking on every send. It is also tokio's coop budget, so tokio's
+/// producer can fill the whole buffer in one poll.
 pub const THROUGHPUT_CAPACITY: usize = 128;
 
 /// Tasks looping on the lock or semaphore in the contended cases.
