@@ -210,10 +210,23 @@ impl Core {
     #[inline]
     pub(crate) fn should_yield_after_io(&self) -> bool {
         self.yield_offers.set(self.yield_offers.get() + 1);
-        if self.batch_left.get() > 0 || !self.runq.borrow().is_empty() {
+        if self.others_runnable() {
             self.io_streak.set(0);
             return true;
         }
+        self.io_budget_spent()
+    }
+
+    /// Another task of this pass's batch, or of the next, is waiting to run.
+    #[inline]
+    fn others_runnable(&self) -> bool {
+        self.batch_left.get() > 0 || !self.runq.borrow().is_empty()
+    }
+
+    /// Counts one more operation completed at once with nobody else
+    /// runnable; true (and a request to poll epoll) every `IO_BUDGET`.
+    #[inline]
+    fn io_budget_spent(&self) -> bool {
         let streak = self.io_streak.get() + 1;
         if streak >= crate::readiness::IO_BUDGET {
             self.io_streak.set(0);
@@ -229,16 +242,18 @@ impl Core {
     /// operation completed at once in this step.
     #[inline]
     pub(crate) fn should_yield_after_channel_op(&self) -> bool {
-        if self.batch_left.get() > 0 || !self.runq.borrow().is_empty() {
-            let n = self.channel_streak.get() + 1;
-            if n < crate::readiness::CHANNEL_BUDGET {
-                self.channel_streak.set(n);
-                self.yield_offers.set(self.yield_offers.get() + 1);
-                return false;
-            }
-            self.channel_streak.set(0);
+        self.yield_offers.set(self.yield_offers.get() + 1);
+        if !self.others_runnable() {
+            return self.io_budget_spent();
         }
-        self.should_yield_after_io()
+        let n = self.channel_streak.get() + 1;
+        if n < crate::readiness::CHANNEL_BUDGET {
+            self.channel_streak.set(n);
+            return false;
+        }
+        self.channel_streak.set(0);
+        self.io_streak.set(0);
+        true
     }
 
     /// The current time on the run's clock.
