@@ -38,62 +38,46 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-mod cancel;
 pub mod channel;
-mod checkpoint;
-mod clock;
-mod driver;
-mod error;
-pub mod from_thread;
-mod instrument;
+mod kernel;
 mod net;
 mod nursery;
 pub mod process;
-mod raw_fd;
-mod readiness;
-mod rng;
-mod runtime;
-mod scheduler;
 pub mod signal;
-mod stapled;
-mod start;
 mod stream;
 pub mod sync;
-mod task;
 pub mod testing;
-mod thread_pool;
+mod thread;
 mod time;
-mod timeouts;
-mod timers;
-pub mod to_thread;
 
-pub use cancel::{CancelScope, Scoped};
 pub use channel::open_memory_channel;
-pub use checkpoint::{cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, Checkpoint, ShieldedCheckpoint};
-pub use clock::{secs_f64, Clock, Instant, MockClock, SystemClock};
-pub use driver::{io_stats, IoStats};
-pub use error::{
+pub use kernel::cancel::{CancelScope, Scoped};
+pub use kernel::clock::{secs_f64, Clock, Instant, MockClock, SystemClock};
+pub use kernel::error::{
     io_error_kind, is_cancelled_error, BoxError, BrokenResource, BusyResource, Cancellation, Cancelled, ClosedResource,
     InvalidTime, IoErrorKind, MultiError, NurseryClosed, StartError, TooSlow, WouldBlock,
 };
-pub use instrument::{add_instrument, current_task, remove_instrument, task_tree, Instrument, TaskInfo};
+pub use kernel::idle::{wait_all_tasks_blocked, WaitAllTasksBlocked};
+pub use kernel::instrument::{add_instrument, current_task, remove_instrument, task_tree, Instrument, TaskInfo};
+pub use kernel::io::driver::{io_stats, IoStats};
+pub use kernel::io::raw_fd::{notify_closing, wait_readable, wait_writable};
+pub use kernel::rng::SEED_ENV;
+pub use kernel::run::{run, Builder, RunReport};
+pub use kernel::task::TaskId;
 pub use net::connect::{happy_eyeballs, open_tcp_stream, HAPPY_EYEBALLS_DELAY};
 pub use net::serve::{open_tcp_listeners, serve_listeners, serve_tcp, ACCEPT_RETRY_DELAY};
 pub use net::tcp::{TcpListener, TcpStream, ACCEPT_BATCH};
 pub use net::udp::UdpSocket;
 pub use net::unix::{UnixListener, UnixStream};
-pub use nursery::{open_nursery, Nursery, OpenNursery, TaskOutput};
-pub use raw_fd::{notify_closing, wait_readable, wait_writable};
-pub use rng::SEED_ENV;
-pub use runtime::{run, Builder, RunReport};
-pub use stapled::StapledStream;
-pub use start::{Start, TaskStatus};
+pub use nursery::{open_nursery, Nursery, OpenNursery, Start, TaskOutput, TaskStatus};
+pub use stream::stapled::StapledStream;
 pub use stream::{HalfCloseableStream, Listener, ReceiveStream, Resource, SendEof, SendStream, Stream};
 pub use sync::{CapacityLimiter, Condition, Event, Lock, Semaphore};
-pub use task::TaskId;
-pub use testing::{wait_all_tasks_blocked, WaitAllTasksBlocked};
-pub use time::{current_time, sleep, sleep_forever, sleep_until, Sleep, SleepForever};
-pub use timeouts::{fail_after, fail_at, move_on_after, move_on_at, FailAfter};
+pub use thread::{from_thread, to_thread};
+pub use time::{
+    cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, current_time, fail_after, fail_at, move_on_after,
+    move_on_at, sleep, sleep_forever, sleep_until, Checkpoint, FailAfter, ShieldedCheckpoint, Sleep, SleepForever,
+};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay
 /// true.

@@ -14,7 +14,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-use crate::error::{BrokenResource, Cancellation, Cancelled, ClosedResource, WouldBlock};
+use crate::kernel::error::{BrokenResource, Cancellation, Cancelled, ClosedResource, WouldBlock};
 
 /// What a send reports once every receive handle is closed (Trio's
 /// `BrokenResourceError` from `send`).

@@ -72,19 +72,7 @@ pub use send::{MemorySendChannel, SendFuture};
 
 use state::{HandleId, Side, State};
 
-/// How many `send`s and `receive`s that complete at once a task may make
-/// in one step, while another task is runnable, before one of them yields
-/// (its schedule point). Trio yields at every one; with a budget a producer
-/// fills several slots before its consumer runs and the consumer drains
-/// them in one go, instead of the two switching at every message (tokio's
-/// coop budget makes the same trade every 128 operations). A task still
-/// gets its turn after at most `CHANNEL_BUDGET - 1` operations of another.
-/// 16 was measured in `benches/sync.rs` (see BENCHMARKS.md).
-///
-/// ```
-/// assert_eq!(trioxide::channel::CHANNEL_BUDGET, 16);
-/// ```
-pub const CHANNEL_BUDGET: u32 = 16;
+pub use crate::kernel::budget::CHANNEL_BUDGET;
 
 /// The capacity of a channel whose sends never block (Trio's `math.inf`).
 /// It is `usize::MAX`: a buffer that large cannot be allocated, so the

@@ -16,9 +16,9 @@ use futures_core::Stream;
 use super::error::{ReceiveError, TryReceiveError};
 use super::state::{PutBack, Side, Status, Take};
 use super::{wake, Endpoint, MemoryChannelStatistics};
-use crate::error::ClosedResource;
-use crate::readiness::{after_channel_op, AfterIo};
-use crate::runtime::Core;
+use crate::kernel::budget::{after_channel_op, AfterIo};
+use crate::kernel::error::ClosedResource;
+use crate::kernel::Core;
 
 /// What a task blocked in `receive` shows as its `waiting_on`.
 const WAITING_ON: &str = "memory channel receive";
@@ -340,7 +340,7 @@ impl<T> RecvOp<T> {
             Take::Empty => {
                 let key = chan.park_receiver(ep.id, cx.waker().clone());
                 *self = RecvOp::Parked(key);
-                core.waiting_on.set(WAITING_ON);
+                core.set_waiting_on(WAITING_ON);
                 Poll::Pending
             }
         }
@@ -351,7 +351,7 @@ impl<T> RecvOp<T> {
             ep.chan.borrow_mut().poll_waiter(Side::Receive, key, cx.waker(), || Core::current().is_cancelled());
         let Some((status, value)) = polled else {
             *self = RecvOp::Parked(key);
-            Core::current().waiting_on.set(WAITING_ON);
+            Core::current().set_waiting_on(WAITING_ON);
             return Poll::Pending;
         };
         Poll::Ready(match (status, value) {

@@ -8,9 +8,9 @@ use std::task::{Context, Poll};
 use super::error::{SendError, SendErrorKind, TrySendError};
 use super::state::{Offer, Side, Status};
 use super::{wake, Endpoint, MemoryChannelStatistics};
-use crate::error::ClosedResource;
-use crate::readiness::{after_channel_op, AfterIo};
-use crate::runtime::Core;
+use crate::kernel::budget::{after_channel_op, AfterIo};
+use crate::kernel::error::ClosedResource;
+use crate::kernel::Core;
 
 /// What a task blocked in `send` shows as its `waiting_on`.
 const WAITING_ON: &str = "memory channel send";
@@ -284,7 +284,7 @@ impl<T> SendFuture<'_, T> {
             Offer::Full(v) => {
                 let key = chan.park_sender(self.ep.id, v, cx.waker().clone());
                 self.state = SendState::Parked(key);
-                core.waiting_on.set(WAITING_ON);
+                core.set_waiting_on(WAITING_ON);
                 Poll::Pending
             }
         }
@@ -295,7 +295,7 @@ impl<T> SendFuture<'_, T> {
             self.ep.chan.borrow_mut().poll_waiter(Side::Send, key, cx.waker(), || Core::current().is_cancelled());
         let Some((status, value)) = polled else {
             self.state = SendState::Parked(key);
-            Core::current().waiting_on.set(WAITING_ON);
+            Core::current().set_waiting_on(WAITING_ON);
             return Poll::Pending;
         };
         let kind = match status {

@@ -9,8 +9,8 @@ use std::rc::Rc;
 
 use std::time::Duration;
 
-use crate::cancel::CancelScope;
-use crate::error::{io_error_kind, Cancelled, IoErrorKind};
+use crate::kernel::cancel::CancelScope;
+use crate::kernel::error::{io_error_kind, Cancelled, IoErrorKind};
 use crate::net::tcp::TcpStream;
 use crate::nursery::open_nursery;
 use crate::time::sleep_forever;
@@ -32,7 +32,7 @@ pub const HAPPY_EYEBALLS_DELAY: Duration = Duration::from_millis(250);
 /// }).unwrap();
 /// ```
 pub async fn open_tcp_stream(host: &str, port: u16) -> io::Result<TcpStream> {
-    crate::checkpoint::checkpoint_if_cancelled()?;
+    crate::time::checkpoint::checkpoint_if_cancelled()?;
     let addrs = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => interleave_families(resolve(host.to_owned(), port).await?),
@@ -121,7 +121,7 @@ where
                 })?;
                 next_now.run(sleep_forever()).await?;
             }
-            Ok::<_, crate::error::BoxError>(())
+            Ok::<_, crate::kernel::error::BoxError>(())
         }
     })
     .await;
@@ -149,7 +149,7 @@ where
 /// Trio does. If the caller is cancelled, the lookup is abandoned: it
 /// finishes on its own and its answer is dropped.
 async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
-    crate::to_thread::run_sync(move || (host.as_str(), port).to_socket_addrs().map(|it| it.collect()))
+    crate::thread::to_thread::run_sync(move || (host.as_str(), port).to_socket_addrs().map(|it| it.collect()))
         .abandon_on_cancel(true)
         .await?
 }

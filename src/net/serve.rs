@@ -7,10 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::error::BoxError;
+use crate::kernel::error::BoxError;
 use crate::net::tcp::{TcpListener, TcpStream, ACCEPT_BATCH};
+use crate::nursery::start::TaskStatus;
 use crate::nursery::{open_nursery, Nursery, TaskOutput};
-use crate::start::TaskStatus;
 use crate::time::sleep;
 
 /// How long an accept loop pauses after running out of file descriptors

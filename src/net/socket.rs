@@ -6,8 +6,9 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::readiness::{after_io, Dir, Source};
-use crate::runtime::Core;
+use crate::kernel::budget::after_io;
+use crate::kernel::io::readiness::{Dir, Source};
+use crate::kernel::Core;
 use crate::Cancelled;
 
 /// What [`SocketStream::receive_into`] reserves when the vector has no

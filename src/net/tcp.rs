@@ -5,8 +5,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
+use crate::kernel::io::readiness::{Dir, Source};
 use crate::net::socket::{impl_stream_traits, SocketStream};
-use crate::readiness::{Dir, Source};
 use crate::stream::{Listener, Resource};
 
 /// The listen backlog asked for: Trio's `0xFFFF`. Linux silently caps it at
@@ -57,7 +57,7 @@ impl TcpStream {
     /// [`open_tcp_stream`](crate::open_tcp_stream) for names and Happy
     /// Eyeballs). A checkpoint.
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-        crate::checkpoint::checkpoint_if_cancelled()?;
+        crate::time::checkpoint::checkpoint_if_cancelled()?;
         let stream = TcpStream::from_mio(mio::net::TcpStream::connect(addr)?)?;
         stream.inner.finish_connect().await?;
         Ok(stream)

@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::readiness::{Dir, Source};
+use crate::kernel::io::readiness::{Dir, Source};
 use crate::stream::Resource;
 
 /// A UDP socket. `send_to` and `recv_from` are checkpoints; one task may

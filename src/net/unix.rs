@@ -4,8 +4,8 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
+use crate::kernel::io::readiness::{Dir, Source};
 use crate::net::socket::{impl_stream_traits, SocketStream};
-use crate::readiness::{Dir, Source};
 use crate::stream::{Listener, Resource};
 
 /// A Unix-domain stream socket. Same operations and rules as
@@ -32,7 +32,7 @@ impl std::fmt::Debug for UnixStream {
 impl UnixStream {
     /// Connects to the socket at `path`. A checkpoint.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
-        crate::checkpoint::checkpoint_if_cancelled()?;
+        crate::time::checkpoint::checkpoint_if_cancelled()?;
         let stream = UnixStream { inner: SocketStream::new(mio::net::UnixStream::connect(path)?) };
         stream.inner.finish_connect().await?;
         Ok(stream)

@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
-use crate::error::{is_cancelled_error, Cancelled};
-use crate::readiness::{Dir, Ready, Source};
-use crate::runtime::Core;
+use crate::kernel::error::{is_cancelled_error, Cancelled};
+use crate::kernel::io::readiness::{Dir, Ready, Source};
+use crate::kernel::Core;
 
 /// How [`ExitWatch::open`] watches a child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,13 +81,7 @@ impl ExitWatch {
                 // wait.
                 let registered = match Core::try_current() {
                     None => true,
-                    Some(core) => match core.driver.borrow_mut().register(source.fd(), &source.state) {
-                        Ok(key) => {
-                            source.state.set_registered(key);
-                            true
-                        }
-                        Err(_) => false,
-                    },
+                    Some(_) => source.register_now().is_ok(),
                 };
                 if registered {
                     return Ok(ExitWatch::Pidfd(source));
@@ -179,7 +173,7 @@ impl WaiterThread {
             if self.exited.load(Ordering::Acquire) {
                 return Poll::Ready(Ok(()));
             }
-            core.waiting_on.set("child exit (waiter thread)");
+            core.set_waiting_on("child exit (waiter thread)");
             Poll::Pending
         })
         .await

@@ -38,9 +38,9 @@ use std::process::{Child, Command, ExitStatus};
 
 use libc::c_int;
 
-use crate::error::Cancelled;
-use crate::readiness::after_io;
-use crate::runtime::Core;
+use crate::kernel::budget::after_io;
+use crate::kernel::error::Cancelled;
+use crate::kernel::Core;
 use crate::sync::ParkingLot;
 
 use exit::{ExitWatch, WatchKind};

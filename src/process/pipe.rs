@@ -9,7 +9,8 @@ use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use crate::readiness::{after_io, Dir, Source};
+use crate::kernel::budget::after_io;
+use crate::kernel::io::readiness::{Dir, Source};
 use crate::stream::{ReceiveStream, Resource, SendStream};
 
 /// What [`PipeReceiveStream::receive_into`] reserves when the vector is

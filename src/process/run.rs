@@ -11,10 +11,10 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::cancel::CancelScope;
-use crate::error::{is_cancelled_error, BoxError, Cancellation, Cancelled, MultiError};
+use crate::kernel::cancel::CancelScope;
+use crate::kernel::error::{is_cancelled_error, BoxError, Cancellation, Cancelled, MultiError};
+use crate::kernel::Core;
 use crate::nursery::{open_nursery, Nursery};
-use crate::runtime::Core;
 use crate::time::sleep;
 
 use super::{open_process, PipeReceiveStream, PipeSendStream, Process};

@@ -41,9 +41,9 @@ use std::task::{Context, Poll};
 
 use libc::c_int;
 
-use crate::error::{is_cancelled_error, Cancelled};
-use crate::readiness::{Dir, OpGuard, Source};
-use crate::runtime::Core;
+use crate::kernel::error::{is_cancelled_error, Cancelled};
+use crate::kernel::io::readiness::{Dir, OpGuard, Source};
+use crate::kernel::Core;
 
 use registry::{bit, signals_in, Registration, MAX_SIGNAL};
 
@@ -87,7 +87,8 @@ const PIPE_READ: usize = MAX_SIGNAL as usize;
 /// # Panics
 /// Outside [`run`](crate::run).
 pub fn open_signal_receiver(signals: &[c_int]) -> io::Result<SignalReceiver> {
-    let core = Core::current();
+    // Outside a run this panics, before any argument is checked.
+    Core::current();
     if signals.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "open_signal_receiver needs at least one signal"));
     }
@@ -106,8 +107,7 @@ pub fn open_signal_receiver(signals: &[c_int]) -> io::Result<SignalReceiver> {
     // Registered now, not on the first wait as sockets are: the only
     // failure a later wait could meet is reported here instead, where the
     // caller can handle it.
-    let key = core.driver.borrow_mut().register(source.fd(), &source.state)?;
-    source.state.set_registered(key);
+    source.register_now()?;
     let registration = registry::register(mask, write_end.as_raw_fd())?;
     Ok(SignalReceiver {
         source,

@@ -26,11 +26,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use crate::error::{Cancellation, Cancelled, WouldBlock};
-use crate::readiness::{after_io, AfterIo};
-use crate::runtime::Core;
-use crate::sync::parking_lot::{Park, ParkError, ParkingLot};
-use crate::task::TaskId;
+use crate::kernel::budget::{after_io, AfterIo};
+use crate::kernel::error::{Cancellation, Cancelled, WouldBlock};
+use crate::kernel::parking_lot::{Park, ParkError, ParkingLot};
+use crate::kernel::task::TaskId;
+use crate::kernel::Core;
 
 /// The borrower map's hasher: a multiply-rotate mix (the one rustc uses
 /// for its own id maps). Borrowers are ids made by the runtime, not input
@@ -105,7 +105,7 @@ impl Borrower {
     /// # Panics
     /// Outside a trioxide task.
     pub fn current_task() -> Borrower {
-        Borrower::task(Core::current().current_task.get())
+        Borrower::task(Core::current().current_task())
     }
 
     /// The task `id` as a borrower.
@@ -619,7 +619,7 @@ impl<'a> Future for CapacityAcquire<'a> {
                         self.state = AcquireState::Done;
                         return Poll::Ready(Err(BorrowError::Cancelled));
                     }
-                    let me = core.current_task.get();
+                    let me = core.current_task();
                     let borrower = self.borrower.unwrap_or(Borrower::task(me));
                     self.state = match limiter.try_acquire_on_behalf_of(borrower) {
                         Ok(token) => {

@@ -20,12 +20,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::cancel::{CancelScope, Scoped};
-use crate::error::{BrokenResource, Cancellation, Cancelled};
-use crate::runtime::Core;
+use crate::kernel::cancel::{CancelScope, Scoped};
+use crate::kernel::error::{BrokenResource, Cancellation, Cancelled};
+use crate::kernel::parking_lot::{Park, ParkError, ParkingLot};
+use crate::kernel::task::TaskId;
+use crate::kernel::Core;
 use crate::sync::lock::{Lock, LockAcquire, LockError, LockStatistics, NotOwner, TryLockError};
-use crate::sync::parking_lot::{Park, ParkError, ParkingLot};
-use crate::task::TaskId;
 
 /// A condition variable: tasks holding its lock [`wait`](Condition::wait)
 /// until another task holding the lock [`notify`](Condition::notify)s them.
@@ -244,7 +244,7 @@ impl Condition {
     }
 
     fn check_owner(&self) -> Result<(), NotOwner> {
-        let me = Core::current().current_task.get();
+        let me = Core::current().current_task();
         if me == TaskId::NONE || self.lock.owner() != me {
             return Err(NotOwner);
         }
@@ -393,7 +393,7 @@ impl Future for ConditionWait<'_, '_> {
             match &mut this.state {
                 WaitState::Start => {
                     let core = Core::current();
-                    let me = core.current_task.get();
+                    let me = core.current_task();
                     if !std::ptr::eq(this.guard.cond, this.cond) || !this.guard.is_held() || lock.owner() != me {
                         this.state = WaitState::Done;
                         return Poll::Ready(Err(ConditionError::NotOwner));
@@ -412,7 +412,7 @@ impl Future for ConditionWait<'_, '_> {
                         Ok(()) => {
                             // Notified, then handed the lock by its release
                             // (only the lock's lot ever unparks us).
-                            debug_assert_eq!(lock.owner(), Core::current().current_task.get());
+                            debug_assert_eq!(lock.owner(), Core::current().current_task());
                             this.guard.period = lock.period();
                             this.state = WaitState::Done;
                             return Poll::Ready(Ok(()));

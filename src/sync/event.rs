@@ -7,9 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::checkpoint::{checkpoint, Checkpoint};
-use crate::error::Cancelled;
-use crate::sync::parking_lot::{Park, ParkError, ParkingLot};
+use crate::kernel::error::Cancelled;
+use crate::kernel::parking_lot::{Park, ParkError, ParkingLot};
+use crate::time::checkpoint::{checkpoint, Checkpoint};
 
 /// A flag, initially clear, that can be set once; [`wait`](Event::wait)
 /// blocks until it is set. Setting it wakes every waiter (rule Y1).

@@ -28,11 +28,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::error::{BrokenResource, Cancellation, Cancelled, WouldBlock};
-use crate::readiness::{after_io, AfterIo};
-use crate::runtime::Core;
-use crate::sync::parking_lot::{Park, ParkError, ParkingLot};
-use crate::task::TaskId;
+use crate::kernel::budget::{after_io, AfterIo};
+use crate::kernel::error::{BrokenResource, Cancellation, Cancelled, WouldBlock};
+use crate::kernel::parking_lot::{Park, ParkError, ParkingLot};
+use crate::kernel::task::TaskId;
+use crate::kernel::Core;
 
 /// A fair lock: at most one task owns it; waiters get it in arrival order.
 ///
@@ -170,7 +170,7 @@ impl Lock {
     /// Outside a trioxide task (the lock records its owner task).
     #[inline]
     pub fn try_acquire(&self) -> Result<LockGuard<'_>, TryLockError> {
-        let me = Core::current().current_task.get();
+        let me = Core::current().current_task();
         let owner = self.owner.get();
         if owner == me {
             Err(TryLockError::AlreadyHeld)
@@ -207,7 +207,7 @@ impl Lock {
     /// # Panics
     /// Outside a trioxide task.
     pub fn release(&self) -> Result<(), NotOwner> {
-        let me = Core::current().current_task.get();
+        let me = Core::current().current_task();
         if self.owner.get() != me || me == TaskId::NONE {
             return Err(NotOwner);
         }
@@ -260,7 +260,7 @@ impl Lock {
     fn take(&self, me: TaskId) -> u64 {
         debug_assert!(self.lot.is_empty(), "a free lock has no waiters (release hands over)");
         self.owner.set(me);
-        self.owner_run.set(Core::current().run_id);
+        self.owner_run.set(Core::current().run_id());
         let period = self.period.get().wrapping_add(1);
         self.period.set(period);
         period
@@ -274,7 +274,7 @@ impl Lock {
         let owner = self.owner.get();
         let core = Core::current();
         // An owner from an earlier run (a lock kept across runs) is gone too.
-        let alive = self.owner_run.get() == core.run_id && core.task_alive(owner);
+        let alive = self.owner_run.get() == core.run_id() && core.task_alive(owner);
         if owner != TaskId::NONE && !self.breaker.get() && !alive {
             self.lot.break_lot(owner);
             return Some(owner);
@@ -496,7 +496,7 @@ impl<'a> Future for LockAcquire<'a> {
                         self.state = AcquireState::Done;
                         return Poll::Ready(Err(LockError::Cancelled));
                     }
-                    let me = core.current_task.get();
+                    let me = core.current_task();
                     let owner = lock.owner.get();
                     self.state = if owner == me {
                         self.state = AcquireState::Done;

@@ -25,9 +25,9 @@ mod capacity_limiter;
 mod condition;
 mod event;
 mod lock;
-pub(crate) mod parking_lot;
 mod semaphore;
 
+pub use crate::kernel::parking_lot::{Park, ParkError, ParkingLot};
 pub use capacity_limiter::{
     BorrowError, Borrower, CapacityAcquire, CapacityLimiter, CapacityLimiterStatistics, CapacityToken, NotBorrowing,
     TryBorrowError, ZeroTotalTokens,
@@ -35,5 +35,4 @@ pub use capacity_limiter::{
 pub use condition::{Condition, ConditionAcquire, ConditionError, ConditionGuard, ConditionStatistics, ConditionWait};
 pub use event::{Event, EventStatistics, EventWait};
 pub use lock::{Lock, LockAcquire, LockError, LockGuard, LockStatistics, NotOwner, TryLockError};
-pub use parking_lot::{Park, ParkError, ParkingLot};
 pub use semaphore::{Semaphore, SemaphoreAcquire, SemaphoreError, SemaphorePermit, SemaphoreStatistics};

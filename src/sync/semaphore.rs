@@ -13,10 +13,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::error::{Cancelled, WouldBlock};
-use crate::readiness::{after_io, AfterIo};
-use crate::runtime::Core;
-use crate::sync::parking_lot::{Park, ParkError, ParkingLot};
+use crate::kernel::budget::{after_io, AfterIo};
+use crate::kernel::error::{Cancelled, WouldBlock};
+use crate::kernel::parking_lot::{Park, ParkError, ParkingLot};
+use crate::kernel::Core;
 
 /// A counting semaphore, fair (FIFO) between waiters.
 ///

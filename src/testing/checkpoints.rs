@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::runtime::Core;
+use crate::kernel::Core;
 
 /// What a [`Measure`]d future did: its cancel checks and schedule points.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,10 +70,10 @@ impl<F: Future> Future for Measure<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let core = Core::current();
-        let (checks, offers) = (core.cancel_checks.get(), core.yield_offers.get());
+        let (checks, offers) = (core.cancel_checks(), core.yield_offers());
         let poll = this.inner.poll(cx);
-        this.seen.cancel_points += core.cancel_checks.get() - checks;
-        this.seen.schedule_points += core.yield_offers.get() - offers;
+        this.seen.cancel_points += core.cancel_checks() - checks;
+        this.seen.schedule_points += core.yield_offers() - offers;
         match poll {
             Poll::Ready(out) => Poll::Ready((out, *this.seen)),
             Poll::Pending => {

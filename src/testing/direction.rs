@@ -6,8 +6,8 @@ use std::cell::Cell;
 use std::io;
 use std::task::{Context, Waker};
 
-use crate::error::{BusyResource, ClosedResource};
-use crate::runtime::Core;
+use crate::kernel::error::{BusyResource, ClosedResource};
+use crate::kernel::Core;
 
 /// One direction (send or receive) of one end of an in-memory stream.
 #[derive(Default)]
@@ -31,7 +31,7 @@ impl Direction {
             return Err(BusyResource.into());
         }
         let claim = Claim { dir: self };
-        crate::checkpoint::checkpoint_if_cancelled()?;
+        crate::time::checkpoint::checkpoint_if_cancelled()?;
         Ok(claim)
     }
 
@@ -59,7 +59,7 @@ impl Claim<'_> {
             Some(w) if w.will_wake(cx.waker()) => slot.set(Some(w)),
             _ => slot.set(Some(cx.waker().clone())),
         }
-        Core::current().waiting_on.set(what);
+        Core::current().set_waiting_on(what);
     }
 
     /// The cancel check of a re-poll after blocking: true if the code being

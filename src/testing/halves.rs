@@ -54,7 +54,7 @@ macro_rules! one_way_halves {
             async fn send_eof(&self) -> ::std::io::Result<()> {
                 let _claim = self.$shared.send.claim(false)?;
                 <$send>::close(self);
-                $crate::readiness::after_io().await;
+                $crate::kernel::budget::after_io().await;
                 Ok(())
             }
         }
@@ -69,7 +69,7 @@ macro_rules! one_way_halves {
 
 pub(super) use one_way_halves;
 
-use crate::stapled::StapledStream;
+use crate::stream::stapled::StapledStream;
 use crate::stream::{ReceiveStream, SendStream};
 
 /// Two connected two-way streams from two one-way pairs made by

@@ -17,9 +17,9 @@ use std::io;
 use std::rc::Rc;
 use std::task::Poll;
 
-use crate::error::{BrokenResource, Cancelled, ClosedResource};
-use crate::readiness::after_io;
-use crate::stapled::StapledStream;
+use crate::kernel::budget::after_io;
+use crate::kernel::error::{BrokenResource, Cancelled, ClosedResource};
+use crate::stream::stapled::StapledStream;
 use crate::testing::direction::{empty_buffer, Direction};
 use crate::testing::halves::{one_way_halves, stapled_pair};
 use crate::testing::memory_stream::take_into;

@@ -30,14 +30,12 @@ mod check_streams;
 mod checkpoints;
 mod direction;
 mod halves;
-mod idle;
 mod lockstep;
 mod memory_stream;
 
+pub use crate::kernel::idle::{wait_all_tasks_blocked, WaitAllTasksBlocked};
 pub use check_streams::{check_half_closeable_stream, check_one_way_stream, check_two_way_stream, CheckFailed};
 pub use checkpoints::{assert_checkpoints, assert_no_checkpoints, AssertCheckpoints};
-pub(crate) use idle::wake_one_idle_waiter;
-pub use idle::{wait_all_tasks_blocked, WaitAllTasksBlocked};
 pub use lockstep::{
     lockstep_stream_one_way_pair, lockstep_stream_pair, LockstepReceiveStream, LockstepSendStream, LockstepStream,
 };

@@ -6,8 +6,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::cancel::CancelScope;
-use crate::error::BoxError;
+use crate::kernel::cancel::CancelScope;
+use crate::kernel::error::BoxError;
 use crate::nursery::open_nursery;
 use crate::stream::{ReceiveStream, Resource, SendStream};
 use crate::testing::check_streams::one_way::describe_scoped;

@@ -47,7 +47,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 
-use crate::error::BoxError;
+use crate::kernel::error::BoxError;
 use crate::stream::{HalfCloseableStream, ReceiveStream, SendStream, Stream};
 use support::Ctx;
 

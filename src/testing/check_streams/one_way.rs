@@ -6,8 +6,8 @@
 use std::io;
 use std::rc::Rc;
 
-use crate::cancel::CancelScope;
-use crate::error::{BoxError, Cancelled};
+use crate::kernel::cancel::CancelScope;
+use crate::kernel::error::{BoxError, Cancelled};
 use crate::nursery::open_nursery;
 use crate::stream::{ReceiveStream, Resource, SendStream};
 use crate::testing::check_streams::support::{

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::io;
 use std::rc::Rc;
 
-use crate::error::{io_error_kind, BoxError, IoErrorKind, MultiError};
+use crate::kernel::error::{io_error_kind, BoxError, IoErrorKind, MultiError};
 use crate::nursery::open_nursery;
 use crate::stream::{ReceiveStream, Resource};
 use crate::testing::check_streams::{CheckFailed, PairMaker};

@@ -4,9 +4,9 @@
 
 use std::rc::Rc;
 
-use crate::error::BoxError;
+use crate::kernel::error::BoxError;
+use crate::kernel::rng::Rng;
 use crate::nursery::open_nursery;
-use crate::rng::Rng;
 use crate::stream::{HalfCloseableStream, Resource, SendStream, Stream};
 use crate::testing::check_streams::support::{
     checked, describe_err, expect_err, make, op_then, receive_expecting, settle, CloseBoth, Ctx, IfBlocked, Want,

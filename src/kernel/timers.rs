@@ -21,8 +21,8 @@ use std::task::Waker;
 
 use slab::Slab;
 
-use crate::cancel::ScopeNode;
-use crate::clock::Instant;
+use crate::kernel::cancel::ScopeNode;
+use crate::kernel::clock::Instant;
 
 /// Don't bother rebuilding tiny heaps. Trio rebuilds once stale entries are
 /// more than half the heap; the floor keeps small timer counts from

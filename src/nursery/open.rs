@@ -18,10 +18,10 @@ use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
-use crate::cancel::{check_nesting, raw, CancelScope, ScopeNode};
-use crate::error::{BoxError, Cancellation, MultiError, NurseryClosed};
-use crate::runtime::Core;
-use crate::task::TaskId;
+use crate::kernel::cancel::{check_nesting, raw, CancelScope, ScopeNode};
+use crate::kernel::error::{BoxError, Cancellation, MultiError, NurseryClosed};
+use crate::kernel::task::TaskId;
+use crate::kernel::Core;
 
 /// What a task's future may return: `()` or `Result<(), E>` for any error
 /// that converts into a [`BoxError`].
@@ -202,7 +202,7 @@ impl Nursery {
 /// Where a child reports how it ended.
 pub(crate) enum Link {
     Nursery(Rc<NurseryInner>),
-    Start(Rc<dyn crate::start::StartLink>),
+    Start(Rc<dyn crate::nursery::start::StartLink>),
 }
 
 pin_project! {
@@ -338,7 +338,7 @@ where
                 raw::enter(&scope, core);
                 let inner = Rc::new(NurseryInner {
                     scope,
-                    owner: core.current_task.get(),
+                    owner: core.current_task(),
                     live: Cell::new(0),
                     pending_starts: Cell::new(0),
                     closed: Cell::new(false),
@@ -354,11 +354,11 @@ where
             }
         };
         let here = Rc::as_ptr(&inner.scope);
-        core.current_status.set(here);
+        core.swap_status(here);
 
         if let Some(body) = this.body.as_mut().as_pin_mut() {
             let res = catch_unwind(AssertUnwindSafe(|| body.poll(cx)));
-            core.current_status.set(here);
+            core.swap_status(here);
             match res {
                 Ok(Poll::Pending) => {}
                 Ok(Poll::Ready(Ok(v))) => {
@@ -382,11 +382,11 @@ where
                     // Leaving a nursery is a schedule point, never a cancel
                     // point (rule N8).
                     *this.yielded = true;
-                    core.current_status.set(outer);
+                    core.swap_status(outer);
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                core.current_status.set(outer);
+                core.swap_status(outer);
                 *this.done = true;
                 return Poll::Ready(close(&inner, this.value.take()));
             }
@@ -399,10 +399,10 @@ where
                 Some(old) if old.will_wake(cx.waker()) => {}
                 _ => *w = Some(cx.waker().clone()),
             }
-            core.waiting_on.set("nursery");
+            core.set_waiting_on("nursery");
         }
         *this.yielded = true;
-        core.current_status.set(outer);
+        core.swap_status(outer);
         Poll::Pending
     }
 }

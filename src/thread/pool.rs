@@ -1,5 +1,5 @@
 //! The process-wide cache of worker threads behind
-//! [`to_thread::run_sync`](crate::to_thread::run_sync).
+//! [`to_thread::run_sync`](crate::thread::to_thread::run_sync).
 //!
 //! Starting a thread costs tens of microseconds; handing a job to a thread
 //! that is already waiting costs one mutex and one futex wake. So a thread
@@ -13,7 +13,7 @@ use std::io;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::task::Job;
+use crate::kernel::remote::Job;
 
 /// How long an idle worker thread waits for a job before it exits. Trio's
 /// thread cache uses 10 s: long enough that a steady trickle of calls

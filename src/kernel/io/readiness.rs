@@ -38,8 +38,9 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use crate::error::{BrokenResource, BusyResource, Cancelled, ClosedResource};
-use crate::runtime::Core;
+use crate::kernel::budget::after_io;
+use crate::kernel::error::{BrokenResource, BusyResource, Cancelled, ClosedResource};
+use crate::kernel::Core;
 
 /// A direction of I/O on a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +111,7 @@ impl IoState {
     pub(crate) fn set_registered(&self, key: usize) {
         self.token.set(key);
         if let Some(core) = Core::try_current() {
-            self.run_id.set(core.run_id);
+            self.run_id.set(core.run_id());
         }
     }
 
@@ -219,7 +220,7 @@ impl IoState {
         if self.is_ready(dir) {
             return Poll::Ready(Ok(()));
         }
-        if self.token.get() == NO_TOKEN || self.run_id.get() != core.run_id {
+        if self.token.get() == NO_TOKEN || self.run_id.get() != core.run_id() {
             let key = core.driver.borrow_mut().register(fd, self);
             match key {
                 Ok(key) => self.set_registered(key),
@@ -231,7 +232,7 @@ impl IoState {
             Some(w) if w.will_wake(cx.waker()) => slot.set(Some(w)),
             _ => slot.set(Some(cx.waker().clone())),
         }
-        core.waiting_on.set(dir.waiting_on());
+        core.set_waiting_on(dir.waiting_on());
         Poll::Pending
     }
 
@@ -240,7 +241,7 @@ impl IoState {
         if let Some(key) = self.token() {
             self.token.set(NO_TOKEN);
             if let Some(core) = Core::try_current() {
-                if core.run_id == self.run_id.get() {
+                if core.run_id() == self.run_id.get() {
                     core.driver.borrow_mut().forget(key);
                 }
             }
@@ -312,69 +313,6 @@ impl Future for Ready<'_> {
     }
 }
 
-/// Lets other runnable tasks run after an I/O operation that completed
-/// without waiting, so one busy connection cannot starve the others (rule
-/// I2). It is a schedule point, not a cancel point: the operation's result
-/// is already in hand and must not be lost (rule I3).
-///
-/// It yields only when it matters: when another task is runnable, or after
-/// [`IO_BUDGET`] operations in a row completed at once with nobody else
-/// runnable, in which case it also asks the scheduler to poll epoll, since
-/// tasks waiting on I/O look idle until their events are collected.
-pub(crate) fn after_io() -> AfterIo {
-    AfterIo { yielded: false, channel: false }
-}
-
-/// [`after_io`] for memory-channel operations: while another task is
-/// runnable it yields only at every [`CHANNEL_BUDGET`]-th operation that
-/// completed at once in the current step (and otherwise as `after_io`).
-///
-/// Why channels differ: a producer's send that hands its value to a blocked
-/// consumer makes the consumer runnable, so with `after_io` every message
-/// would cost a task switch each way (producer and consumer strictly
-/// alternate, one message per step). With the budget, the producer fills up
-/// to 16 slots before it lets the consumer run, and the consumer drains
-/// them in one step: tokio's coop budget makes the same trade (every 128th
-/// operation). Trio always yields here; it has discussed yielding less
-/// often for the same reason. The starvation bound stays: at most
-/// `CHANNEL_BUDGET - 1` operations run before a runnable task gets its turn.
-pub(crate) fn after_channel_op() -> AfterIo {
-    AfterIo { yielded: false, channel: true }
-}
-
-/// Operations completed at once, with no other task runnable, before an
-/// I/O operation yields anyway and has the scheduler poll epoll. Each costs
-/// a syscall of ~1 µs, so 32 bounds the extra latency an idle-looking
-/// connection sees to tens of µs, and adds one `epoll_wait` per 32
-/// operations of a lone busy connection. (tokio's coop budget is 128.)
-pub(crate) const IO_BUDGET: u32 = 32;
-
-pub(crate) use crate::channel::CHANNEL_BUDGET;
-
-pub(crate) struct AfterIo {
-    yielded: bool,
-    channel: bool,
-}
-
-impl Future for AfterIo {
-    type Output = ();
-
-    #[inline]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.yielded {
-            return Poll::Ready(());
-        }
-        let core = Core::current();
-        let yield_now = if self.channel { core.should_yield_after_channel_op() } else { core.should_yield_after_io() };
-        if !yield_now {
-            return Poll::Ready(());
-        }
-        self.yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
 /// An fd owned by a trioxide object, with its cached readiness.
 pub(crate) struct Source<S: AsRawFd> {
     pub(crate) state: Rc<IoState>,
@@ -405,6 +343,19 @@ impl<S: AsRawFd> Source<S> {
 
     pub(crate) fn fd(&self) -> RawFd {
         self.fd
+    }
+
+    /// Registers the fd with this run's driver now rather than on the
+    /// first wait, so that a registration error reaches the caller that
+    /// made the source (signal receivers, pidfds).
+    ///
+    /// # Panics
+    /// Outside [`run`](crate::run).
+    pub(crate) fn register_now(&self) -> io::Result<()> {
+        let core = Core::current();
+        let key = core.driver.borrow_mut().register(self.fd, &self.state)?;
+        self.state.set_registered(key);
+        Ok(())
     }
 
     pub(crate) fn ready(&self, dir: Dir) -> Ready<'_> {

@@ -11,9 +11,10 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use crate::error::Cancelled;
-use crate::readiness::{after_io, Dir, Ready};
-use crate::runtime::Core;
+use crate::kernel::budget::after_io;
+use crate::kernel::error::Cancelled;
+use crate::kernel::io::readiness::{Dir, Ready};
+use crate::kernel::Core;
 
 /// Waits until `fd` is readable (or at its end, or in error). A checkpoint.
 ///

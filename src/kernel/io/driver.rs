@@ -27,7 +27,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::readiness::IoState;
+use crate::kernel::io::readiness::IoState;
 
 /// The token of the cross-thread waker. Sources use their slab key.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -76,7 +76,7 @@ pub struct IoStats {
 /// # Panics
 /// Outside [`run`](crate::run).
 pub fn io_stats() -> IoStats {
-    let driver = crate::runtime::Core::current().driver.borrow();
+    let driver = crate::kernel::Core::current().driver.borrow();
     IoStats { registered_now: driver.sources.len(), ..driver.stats }
 }
 

@@ -6,10 +6,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::clock::Instant;
-use crate::error::Cancelled;
-use crate::runtime::Core;
-use crate::timers::TimerAction;
+use crate::kernel::clock::Instant;
+use crate::kernel::error::Cancelled;
+use crate::kernel::Core;
 
 /// The current time on the run's clock.
 ///
@@ -107,10 +106,10 @@ impl Future for Sleep {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 } else {
-                    let key = core.timers.borrow_mut().insert(deadline, TimerAction::Wake(Some(cx.waker().clone())));
+                    let key = core.add_wake_timer(deadline, cx.waker().clone());
                     self.state = SleepState::Waiting(Some(key));
                 }
-                core.waiting_on.set("sleep");
+                core.set_waiting_on("sleep");
                 Poll::Pending
             }
             SleepState::Yielded => {
@@ -125,24 +124,22 @@ impl Future for Sleep {
                 // A timer that already fired wins over a cancellation that
                 // came later: the result was delivered (rule C15).
                 if let Some(key) = timer {
-                    let mut timers = core.timers.borrow_mut();
-                    if timers.is_fired(key) {
-                        timers.remove(key);
+                    if core.take_fired_timer(key) {
                         self.state = SleepState::Done;
                         return Poll::Ready(Ok(()));
                     }
                     if !core.is_cancelled() {
-                        timers.set_waker(key, cx.waker());
+                        core.set_timer_waker(key, cx.waker());
                     }
                 }
                 if core.is_cancelled() {
                     if let Some(key) = timer {
-                        core.timers.borrow_mut().remove(key);
+                        core.remove_timer(key);
                     }
                     self.state = SleepState::Done;
                     return Poll::Ready(Err(Cancelled));
                 }
-                core.waiting_on.set("sleep");
+                core.set_waiting_on("sleep");
                 Poll::Pending
             }
             SleepState::Done => panic!("sleep polled after completion"),
@@ -154,7 +151,7 @@ impl Drop for Sleep {
     fn drop(&mut self) {
         if let SleepState::Waiting(Some(key)) = self.state {
             if let Some(core) = Core::try_current() {
-                core.timers.borrow_mut().remove(key);
+                core.remove_timer(key);
             }
         }
     }

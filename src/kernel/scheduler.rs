@@ -39,9 +39,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::runtime::Core;
-use crate::task::{main_waker, Header, MainTask, RawTask, Task, TaskId};
-use crate::timers::Fired;
+use crate::kernel::remote::Job;
+use crate::kernel::task::{main_waker, Header, MainTask, RawTask, Task, TaskId};
+use crate::kernel::timers::Fired;
+use crate::kernel::Core;
 
 /// How long an idle runtime spins, waiting for a cross-thread wake-up,
 /// before it blocks in `epoll_wait`. Blocking and being woken by the eventfd
@@ -139,7 +140,7 @@ impl Core {
         self.current_task.set(id);
         self.current_status.set(root);
         self.waiting_on.set("");
-        self.channel_streak.set(0);
+        self.budget.begin_step();
         if self.has_instruments.get() {
             self.each_instrument(|i| i.before_task_step(id));
         }
@@ -176,12 +177,12 @@ impl Core {
     fn collect(&self, scratch: &mut Scratch) {
         let runnable = !self.runq.borrow().is_empty();
         if runnable {
-            let due = self.steps_since_io.get() >= IO_POLL_INTERVAL || self.io_poll_requested.get();
+            let due = self.steps_since_io.get() >= IO_POLL_INTERVAL || self.budget.io_poll_requested();
             if due && self.driver.borrow().has_sources() {
                 self.wait_io(Some(Duration::ZERO), &mut scratch.io);
             }
         } else {
-            self.idle(&mut scratch.io);
+            self.when_idle(&mut scratch.io);
         }
         if !self.timers.borrow().is_empty() {
             let now = self.now();
@@ -212,7 +213,7 @@ impl Core {
     /// Runs a closure sent by another thread (`from_thread`), outside any
     /// task but inside the run's root cancel status, so it may spawn
     /// system tasks and check for cancellation.
-    fn run_job(&self, job: crate::task::Job) {
+    fn run_job(&self, job: Job) {
         self.current_status.set(std::rc::Rc::as_ptr(&self.system_scope));
         // The job catches its own panics (to send them to its thread);
         // this is a backstop so one bad job cannot take the runtime down.
@@ -225,9 +226,9 @@ impl Core {
 
     /// Nothing is runnable: wake a `wait_all_tasks_blocked` waiter, autojump
     /// a mock clock, or block until the next deadline or I/O.
-    fn idle(&self, woken: &mut Vec<Waker>) {
+    fn when_idle(&self, woken: &mut Vec<Waker>) {
         let next = self.timers.borrow_mut().next_deadline();
-        let has_waiters = !self.idle_waiters.borrow().is_empty();
+        let has_waiters = !self.idle.is_empty();
         let autojump = self.clock.autojump_threshold();
         if has_waiters || autojump.is_some() {
             let deadline_due = next.is_some_and(|d| d <= self.now());
@@ -239,7 +240,7 @@ impl Core {
             if !quiet {
                 return;
             }
-            if has_waiters && crate::testing::wake_one_idle_waiter(self) {
+            if has_waiters && self.idle.wake_one() {
                 return;
             }
             if let (Some(_), Some(d)) = (autojump, next) {
@@ -285,8 +286,7 @@ impl Core {
             self.each_instrument(|i| i.after_io_wait(timeout));
         }
         self.steps_since_io.set(0);
-        self.io_streak.set(0);
-        self.io_poll_requested.set(false);
+        self.budget.io_polled();
         n
     }
 }
@@ -297,5 +297,5 @@ struct Scratch {
     fired: Vec<Fired>,
     io: Vec<Waker>,
     remote: Vec<TaskId>,
-    jobs: Vec<crate::task::Job>,
+    jobs: Vec<Job>,
 }

@@ -1,11 +1,53 @@
 //! [`wait_all_tasks_blocked`]: let every other task settle, then go on.
+//!
+//! The waiters live in the kernel because only the scheduler knows when
+//! the run is idle: when nothing is runnable, no I/O is ready and no
+//! deadline is due, it wakes the waiter that arrived first (Trio's
+//! `_run.py` does the same in its run loop).
 
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
-use crate::error::Cancelled;
-use crate::runtime::Core;
+use slab::Slab;
+
+use crate::kernel::error::Cancelled;
+use crate::kernel::Core;
+
+/// The tasks in `wait_all_tasks_blocked`, one field of `Core`.
+#[derive(Default)]
+pub(super) struct IdleWaiters {
+    /// Each waiter's arrival ticket and its waker; the waker is taken
+    /// (`None`) once the waiter has been chosen, which is how its next poll
+    /// knows it fired. Tickets are unique and increasing.
+    waiters: RefCell<Slab<(u64, Option<Waker>)>>,
+    /// The last ticket handed out.
+    ticket: Cell<u64>,
+}
+
+impl IdleWaiters {
+    /// Whether any task waits for the run to be idle.
+    pub(super) fn is_empty(&self) -> bool {
+        self.waiters.borrow().is_empty()
+    }
+
+    /// Wakes the waiter that arrived first, if any; true if one was woken.
+    pub(super) fn wake_one(&self) -> bool {
+        let waker = {
+            let mut waiters = self.waiters.borrow_mut();
+            let first = waiters.iter().filter(|(_, (_, w))| w.is_some()).min_by_key(|(_, (t, _))| *t).map(|(k, _)| k);
+            first.and_then(|k| waiters[k].1.take())
+        };
+        match waker {
+            Some(w) => {
+                w.wake();
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// Waits until every other task is blocked (no task is runnable, no I/O is
 /// ready and no timer is due), then returns. A checkpoint.
@@ -50,15 +92,16 @@ impl Future for WaitAllTasksBlocked {
         assert!(!self.done, "wait_all_tasks_blocked polled after completion");
         let core = Core::current();
         let cancelled = core.is_cancelled();
-        let mut waiters = core.idle_waiters.borrow_mut();
+        let idle = &core.idle;
+        let mut waiters = idle.waiters.borrow_mut();
         match self.key {
             None => {
                 if cancelled {
                     self.done = true;
                     return Poll::Ready(Err(Cancelled));
                 }
-                let ticket = core.idle_ticket.get() + 1;
-                core.idle_ticket.set(ticket);
+                let ticket = idle.ticket.get() + 1;
+                idle.ticket.set(ticket);
                 self.key = Some(waiters.insert((ticket, Some(cx.waker().clone()))));
             }
             Some(key) => {
@@ -72,7 +115,7 @@ impl Future for WaitAllTasksBlocked {
                 waiters[key].1 = Some(cx.waker().clone());
             }
         }
-        core.waiting_on.set("wait_all_tasks_blocked");
+        core.set_waiting_on("wait_all_tasks_blocked");
         Poll::Pending
     }
 }
@@ -80,23 +123,7 @@ impl Future for WaitAllTasksBlocked {
 impl Drop for WaitAllTasksBlocked {
     fn drop(&mut self) {
         if let (Some(key), Some(core)) = (self.key, Core::try_current()) {
-            core.idle_waiters.borrow_mut().try_remove(key);
+            core.idle.waiters.borrow_mut().try_remove(key);
         }
-    }
-}
-
-/// Wakes the waiter that arrived first, if any; true if one was woken.
-pub(crate) fn wake_one_idle_waiter(core: &Core) -> bool {
-    let waker = {
-        let mut waiters = core.idle_waiters.borrow_mut();
-        let first = waiters.iter().filter(|(_, (_, w))| w.is_some()).min_by_key(|(_, (t, _))| *t).map(|(k, _)| k);
-        first.and_then(|k| waiters[k].1.take())
-    };
-    match waker {
-        Some(w) => {
-            w.wake();
-            true
-        }
-        None => false,
     }
 }

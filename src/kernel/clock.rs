@@ -7,7 +7,7 @@ use std::ops::{Add, Sub};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::error::InvalidTime;
+use crate::kernel::error::InvalidTime;
 
 /// A point on the runtime clock, in nanoseconds since the clock's origin.
 ///

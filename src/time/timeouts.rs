@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use crate::cancel::{CancelScope, Scoped};
-use crate::clock::Instant;
-use crate::error::{Cancellation, TooSlow};
+use crate::kernel::cancel::{CancelScope, Scoped};
+use crate::kernel::clock::Instant;
+use crate::kernel::error::{Cancellation, TooSlow};
 
 /// Runs `body` with a deadline `timeout` after it starts; on expiry the body
 /// is cancelled and the output is `Ok(None)`.

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::error::Cancelled;
-use crate::runtime::Core;
+use crate::kernel::error::Cancelled;
+use crate::kernel::Core;
 
 /// A checkpoint: reports `Err(Cancelled)` if the current cancel status is
 /// cancelled, else lets every other runnable task run once, then reports

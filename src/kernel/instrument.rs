@@ -5,8 +5,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::runtime::Core;
-use crate::task::TaskId;
+use crate::kernel::task::TaskId;
+use crate::kernel::Core;
 
 /// Hooks into the runtime's life. Every method has an empty default; install
 /// with [`Builder::instrument`](crate::Builder::instrument) or

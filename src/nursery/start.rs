@@ -17,11 +17,11 @@ use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
-use crate::cancel::{current_status_rc, ScopeNode};
-use crate::error::{BoxError, Cancelled, NurseryClosed, StartError};
+use crate::kernel::cancel::{current_status_rc, ScopeNode};
+use crate::kernel::error::{BoxError, Cancelled, NurseryClosed, StartError};
+use crate::kernel::task::TaskId;
+use crate::kernel::Core;
 use crate::nursery::{ChildTask, Link, Nursery, NurseryInner, Outcome, TaskOutput};
-use crate::runtime::Core;
-use crate::task::TaskId;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
@@ -121,9 +121,7 @@ impl<V> TaskStatus<V> {
         s.target.child_adopted();
         s.target.pending_starts.set(s.target.pending_starts.get() - 1);
         s.root.reparent(s.target.scope.clone());
-        if let Some(slot) = Core::current().tasks.borrow_mut().get_mut(s.task.get().key()) {
-            slot.parent = s.target.owner;
-        }
+        Core::current().set_task_parent(s.task.get(), s.target.owner);
         s.wake_starter();
     }
 }
@@ -223,7 +221,7 @@ where
                 let link: Rc<dyn StartLink> = shared.clone();
                 let child = ChildTask { task, link: Link::Start(link) };
                 let name = Cow::Borrowed(std::any::type_name::<F>());
-                let id = core.spawn(child, shared.root.clone(), name, core.current_task.get());
+                let id = core.spawn(child, shared.root.clone(), name, core.current_task());
                 shared.task.set(id);
                 *this.shared = Some(shared.clone());
                 shared
@@ -253,7 +251,7 @@ where
                     *this.saw_cancel = true;
                 }
                 *shared.waker.borrow_mut() = Some(cx.waker().clone());
-                core.waiting_on.set("start");
+                core.set_waiting_on("start");
                 Poll::Pending
             }
         }

@@ -4,7 +4,7 @@
 //! A [`RuntimeHandle`] names one run. Any thread holding it can run a
 //! closure ([`RuntimeHandle::run_sync`]) or a future
 //! ([`RuntimeHandle::run`]) on the runtime thread and block until it has
-//! the result. Inside a [`to_thread::run_sync`](crate::to_thread::run_sync)
+//! the result. Inside a [`to_thread::run_sync`](crate::thread::to_thread::run_sync)
 //! worker the free functions [`run_sync`] and [`run`] find the handle on
 //! their own.
 //!
@@ -26,8 +26,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::runtime::Core;
-use crate::task::{Shared, TaskId};
+use crate::kernel::remote::Shared;
+use crate::kernel::Core;
 
 thread_local! {
     /// Set on a worker thread while it runs a `to_thread` job.
@@ -67,7 +67,7 @@ impl fmt::Debug for RuntimeHandle {
 /// # Panics
 /// Outside [`run`](crate::run).
 pub fn current_handle() -> RuntimeHandle {
-    RuntimeHandle { shared: Core::current().shared.clone() }
+    RuntimeHandle { shared: Core::current().shared().clone() }
 }
 
 /// Why a call from another thread did not return the closure's result.
@@ -167,7 +167,7 @@ impl RuntimeHandle {
         let job = Box::new(move || {
             let core = Core::current();
             let task = SystemTask { fut: None, make: Some(Box::new(make)), tx };
-            core.spawn(task, core.system_scope.clone(), "trioxide from_thread::run".into(), TaskId::NONE);
+            core.spawn_system(task, "trioxide from_thread::run".into());
         });
         self.shared.push_job(job).map_err(|_| FromThreadError::RunFinished)?;
         match rx.recv() {
@@ -196,7 +196,7 @@ impl RuntimeHandle {
 
     fn check_thread(&self) -> Result<(), FromThreadError> {
         match Core::try_current() {
-            Some(core) if Arc::ptr_eq(&core.shared, &self.shared) => Err(FromThreadError::OnRuntimeThread),
+            Some(core) if Arc::ptr_eq(core.shared(), &self.shared) => Err(FromThreadError::OnRuntimeThread),
             _ => Ok(()),
         }
     }
@@ -242,7 +242,7 @@ where
 }
 
 /// Runs `f` on the runtime thread of the run whose
-/// [`to_thread::run_sync`](crate::to_thread::run_sync) job is calling (see
+/// [`to_thread::run_sync`](crate::thread::to_thread::run_sync) job is calling (see
 /// [`RuntimeHandle::run_sync`]).
 ///
 /// ```

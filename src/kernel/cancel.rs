@@ -48,11 +48,11 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use slab::Slab;
 
-use crate::clock::Instant;
-use crate::error::Cancellation;
-use crate::runtime::Core;
-use crate::task::TaskId;
-use crate::timers::TimerAction;
+use crate::kernel::clock::Instant;
+use crate::kernel::error::Cancellation;
+use crate::kernel::task::TaskId;
+use crate::kernel::timers::TimerAction;
+use crate::kernel::Core;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {

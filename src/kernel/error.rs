@@ -348,7 +348,7 @@ fn split_box(e: BoxError) -> (bool, Option<BoxError>) {
 /// [`source`](StdError::source) is one of these.
 ///
 /// The last rule is how an error enum with a "cancelled" case (such as
-/// [`ParkError`](crate::sync::ParkError) or a channel's receive error) is
+/// [`ParkError`](crate::kernel::parking_lot::ParkError) or a channel's receive error) is
 /// caught by the cancel scope that was cancelled after `?` boxed it: its
 /// cancelled case returns `Cancelled` as its source. Give your own error
 /// types the same shape to get the same treatment.

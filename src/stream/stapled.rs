@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::io;
 
-use crate::error::ClosedResource;
+use crate::kernel::error::ClosedResource;
 use crate::stream::{HalfCloseableStream, ReceiveStream, Resource, SendEof, SendStream};
 
 /// A two-way stream made of a sending half `S` and a receiving half `R`

@@ -22,11 +22,11 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use crate::error::Cancelled;
-use crate::from_thread::{current_handle, with_worker_handle};
-use crate::runtime::Core;
+use crate::kernel::error::Cancelled;
+use crate::kernel::run_local::RunVar;
+use crate::kernel::Core;
 use crate::sync::{BorrowError, Borrower, CapacityLimiter};
-use crate::task::TaskId;
+use crate::thread::from_thread::{current_handle, with_worker_handle};
 
 /// Tokens of each run's default thread limiter: how many `run_sync`
 /// closures run at once unless a call names its own limiter. 40 is Trio's
@@ -48,8 +48,12 @@ pub const DEFAULT_THREAD_LIMIT: usize = 40;
 /// # Panics
 /// Outside [`run`](crate::run).
 pub fn current_default_thread_limiter() -> Rc<CapacityLimiter> {
-    Core::current().thread_limiter.get_or_init(|| Rc::new(CapacityLimiter::new(DEFAULT_THREAD_LIMIT))).clone()
+    DEFAULT_LIMITER.get()
 }
+
+/// The run's default limiter, made on first use in each run.
+static DEFAULT_LIMITER: RunVar<Rc<CapacityLimiter>> =
+    RunVar::new("to_thread default limiter", || Rc::new(CapacityLimiter::new(DEFAULT_THREAD_LIMIT)));
 
 /// Runs `f` on a worker thread and returns its result: a checkpoint that
 /// waits without blocking other tasks. A panic in `f` resumes in the
@@ -164,7 +168,7 @@ where
         let mut done = done;
         done.result = Some(with_worker_handle(handle, || catch_unwind(AssertUnwindSafe(f))));
     });
-    crate::thread_pool::spawn(job)?;
+    crate::thread::pool::spawn(job)?;
     // The token now belongs to the running closure: give it back only when
     // the closure has finished, even if this call is abandoned.
     token.forget();
@@ -186,7 +190,7 @@ where
                 let _ = WaitThread { slot: &slot, abandon: true }.await;
                 release(&limiter, borrower);
             };
-            core.spawn(cleanup, core.system_scope.clone(), "trioxide to_thread (abandoned)".into(), TaskId::NONE);
+            core.spawn_system(cleanup, "trioxide to_thread (abandoned)".into());
             Err(Cancelled.into())
         }
     }
@@ -254,7 +258,7 @@ impl<R> Future for WaitThread<'_, R> {
             Some(w) if w.will_wake(cx.waker()) => {}
             other => *other = Some(cx.waker().clone()),
         }
-        core.waiting_on.set("to_thread");
+        core.set_waiting_on("to_thread");
         Poll::Pending
     }
 }

@@ -1,0 +1,191 @@
+//! The one cooperative budget: when an operation that completed without
+//! waiting (a socket read, a channel send, an uncontended lock) lets other
+//! tasks run anyway.
+//!
+//! Every I/O, channel and sync operation ends in a *schedule point* (rule
+//! I2): a chance for other runnable tasks to go first, so one busy
+//! connection or producer cannot starve the rest. Yielding at every one,
+//! as Trio does, costs a task switch per operation; yielding at none
+//! starves. As tokio's `task/coop`, this module decides in one place:
+//! * while another task is runnable, an I/O or sync operation yields at
+//!   once, and a memory-channel operation yields at every
+//!   [`CHANNEL_BUDGET`]-th one completed at once in the current step;
+//! * while nobody else is runnable, every [`IO_BUDGET`]-th operation in a
+//!   row yields anyway and asks the scheduler to poll epoll, since tasks
+//!   waiting on I/O look idle until their events are collected.
+//!
+//! A schedule point is never a cancel point: the operation's result is
+//! already in hand and must not be lost (rule I3).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::kernel::Core;
+
+/// Operations completed at once, with no other task runnable, before an
+/// I/O operation yields anyway and has the scheduler poll epoll. Each costs
+/// a syscall of ~1 µs, so 32 bounds the extra latency an idle-looking
+/// connection sees to tens of µs, and adds one `epoll_wait` per 32
+/// operations of a lone busy connection. (tokio's coop budget is 128.)
+pub(crate) const IO_BUDGET: u32 = 32;
+
+/// How many `send`s and `receive`s that complete at once a task may make
+/// in one step, while another task is runnable, before one of them yields
+/// (its schedule point). Trio yields at every one; with a budget a producer
+/// fills several slots before its consumer runs and the consumer drains
+/// them in one go, instead of the two switching at every message (tokio's
+/// coop budget makes the same trade every 128 operations). A task still
+/// gets its turn after at most `CHANNEL_BUDGET - 1` operations of another.
+/// 16 was measured in `benches/sync.rs` (see BENCHMARKS.md).
+///
+/// ```
+/// assert_eq!(trioxide::channel::CHANNEL_BUDGET, 16);
+/// ```
+pub const CHANNEL_BUDGET: u32 = 16;
+
+/// The budget's state, one per run (a field of `Core`).
+#[derive(Default)]
+pub(super) struct Budget {
+    /// Operations completed at once, with nobody else runnable, since the
+    /// last yield or epoll poll; below `IO_BUDGET`.
+    io_streak: Cell<u32>,
+    /// Memory-channel operations completed at once in the current step;
+    /// below `CHANNEL_BUDGET`, reset at each step.
+    channel_streak: Cell<u32>,
+    /// An operation yielded on its budget: poll epoll before the next pass
+    /// even if `IO_POLL_INTERVAL` steps have not run.
+    io_poll_requested: Cell<bool>,
+    /// Schedule points offered so far, yielded or not, for
+    /// `testing::assert_checkpoints`. Only ever grows.
+    pub(super) yield_offers: Cell<u64>,
+}
+
+impl Budget {
+    /// A task step begins: the channel budget is per step.
+    #[inline]
+    pub(super) fn begin_step(&self) {
+        self.channel_streak.set(0);
+    }
+
+    /// The driver was just polled: the I/O streak starts over.
+    #[inline]
+    pub(super) fn io_polled(&self) {
+        self.io_streak.set(0);
+        self.io_poll_requested.set(false);
+    }
+
+    /// Whether an operation spent the budget and asked for an epoll poll.
+    #[inline]
+    pub(super) fn io_poll_requested(&self) -> bool {
+        self.io_poll_requested.get()
+    }
+}
+
+impl Core {
+    /// Whether a task that just completed an I/O operation without waiting
+    /// should yield (see [`after_io`]).
+    #[inline]
+    pub(crate) fn should_yield_after_io(&self) -> bool {
+        self.budget.yield_offers.set(self.budget.yield_offers.get() + 1);
+        if self.others_runnable() {
+            self.budget.io_streak.set(0);
+            return true;
+        }
+        self.io_budget_spent()
+    }
+
+    /// Another task of this pass's batch, or of the next, is waiting to run.
+    #[inline]
+    fn others_runnable(&self) -> bool {
+        self.batch_left.get() > 0 || !self.runq.borrow().is_empty()
+    }
+
+    /// Counts one more operation completed at once with nobody else
+    /// runnable; true (and a request to poll epoll) every `IO_BUDGET`.
+    #[inline]
+    fn io_budget_spent(&self) -> bool {
+        let streak = self.budget.io_streak.get() + 1;
+        if streak >= IO_BUDGET {
+            self.budget.io_streak.set(0);
+            self.budget.io_poll_requested.set(true);
+            return true;
+        }
+        self.budget.io_streak.set(streak);
+        false
+    }
+
+    /// `should_yield_after_io` for a memory-channel operation: while other
+    /// tasks are runnable, yields only at every `CHANNEL_BUDGET`-th
+    /// operation completed at once in this step.
+    #[inline]
+    pub(crate) fn should_yield_after_channel_op(&self) -> bool {
+        self.budget.yield_offers.set(self.budget.yield_offers.get() + 1);
+        if !self.others_runnable() {
+            return self.io_budget_spent();
+        }
+        let n = self.budget.channel_streak.get() + 1;
+        if n < CHANNEL_BUDGET {
+            self.budget.channel_streak.set(n);
+            return false;
+        }
+        self.budget.channel_streak.set(0);
+        self.budget.io_streak.set(0);
+        true
+    }
+}
+
+/// Lets other runnable tasks run after an I/O operation that completed
+/// without waiting, so one busy connection cannot starve the others (rule
+/// I2). It is a schedule point, not a cancel point: the operation's result
+/// is already in hand and must not be lost (rule I3).
+///
+/// It yields only when it matters: when another task is runnable, or after
+/// [`IO_BUDGET`] operations in a row completed at once with nobody else
+/// runnable, in which case it also asks the scheduler to poll epoll, since
+/// tasks waiting on I/O look idle until their events are collected.
+pub(crate) fn after_io() -> AfterIo {
+    AfterIo { yielded: false, channel: false }
+}
+
+/// [`after_io`] for memory-channel operations: while another task is
+/// runnable it yields only at every [`CHANNEL_BUDGET`]-th operation that
+/// completed at once in the current step (and otherwise as `after_io`).
+///
+/// Why channels differ: a producer's send that hands its value to a blocked
+/// consumer makes the consumer runnable, so with `after_io` every message
+/// would cost a task switch each way (producer and consumer strictly
+/// alternate, one message per step). With the budget, the producer fills up
+/// to 16 slots before it lets the consumer run, and the consumer drains
+/// them in one step: tokio's coop budget makes the same trade (every 128th
+/// operation). Trio always yields here; it has discussed yielding less
+/// often for the same reason. The starvation bound stays: at most
+/// `CHANNEL_BUDGET - 1` operations run before a runnable task gets its turn.
+pub(crate) fn after_channel_op() -> AfterIo {
+    AfterIo { yielded: false, channel: true }
+}
+
+pub(crate) struct AfterIo {
+    yielded: bool,
+    channel: bool,
+}
+
+impl Future for AfterIo {
+    type Output = ();
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        let core = Core::current();
+        let yield_now = if self.channel { core.should_yield_after_channel_op() } else { core.should_yield_after_io() };
+        if !yield_now {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

@@ -1,0 +1,185 @@
+//! The entry points: [`run`], [`Builder`] and [`RunReport`].
+//!
+//! `run_with_report` makes the [`Core`], installs it in the thread-local
+//! context, drives the scheduler loop (`scheduler.rs`) until main and every
+//! other task are done, and reports what was left behind.
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use slab::Slab;
+
+use crate::kernel::budget::Budget;
+use crate::kernel::cancel::ScopeNode;
+use crate::kernel::clock::{Clock, SystemClock};
+use crate::kernel::context::ContextGuard;
+use crate::kernel::idle::IdleWaiters;
+use crate::kernel::instrument::Instrument;
+use crate::kernel::io::driver::Driver;
+use crate::kernel::remote::Shared;
+use crate::kernel::rng::Rng;
+use crate::kernel::run_local::RunLocals;
+use crate::kernel::task::{MainTask, RawTask, Task, TaskId};
+use crate::kernel::timers::Timers;
+use crate::kernel::Core;
+
+/// Source of `Core::run_id`: 1, 2, ... (0 means "no run" in `IoState`).
+static NEXT_RUN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Configures and starts a run: the scheduler's seed, the clock, and
+/// instruments.
+///
+/// ```
+/// use trioxide::Builder;
+/// let answer = Builder::new().seed(7).run(async { 6 * 7 });
+/// assert_eq!(answer, 42);
+/// ```
+#[must_use = "a Builder does nothing until you call .run(main)"]
+pub struct Builder {
+    seed: Option<u64>,
+    clock: Option<Box<dyn Clock>>,
+    instruments: Vec<Rc<dyn Instrument>>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a run left behind, from [`Builder::run_with_report`]: all zero when
+/// structured concurrency held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunReport {
+    /// Tasks still in the slab when `run` returned.
+    pub tasks_left: usize,
+    /// Timers still in the timer table.
+    pub timers_left: usize,
+    /// Task allocations still alive (a waker kept somewhere holds one). A
+    /// waker held by another thread counts until that thread drops it: a
+    /// name-resolution thread of `open_tcp_stream` that is still finishing
+    /// when the run ends shows here as 1.
+    pub task_allocations_left: usize,
+    /// The seed the scheduler used (to replay an interleaving).
+    pub seed: u64,
+}
+
+impl Builder {
+    /// A builder with a random seed (or `TRIOXIDE_SEED` from the
+    /// environment), the system clock and no instruments.
+    pub fn new() -> Builder {
+        Builder { seed: None, clock: None, instruments: Vec::new() }
+    }
+
+    /// Fixes the scheduler's random seed: the same seed and the same program
+    /// give the same interleaving.
+    pub fn seed(mut self, seed: u64) -> Builder {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Uses `clock` instead of the system clock (e.g. a
+    /// [`MockClock`](crate::MockClock)).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Builder {
+        self.clock = Some(Box::new(clock));
+        self
+    }
+
+    /// Installs an instrument for the whole run.
+    pub fn instrument(mut self, instrument: Rc<dyn Instrument>) -> Builder {
+        self.instruments.push(instrument);
+        self
+    }
+
+    /// Runs `main` to completion and returns its output.
+    ///
+    /// # Panics
+    /// If called inside a running trioxide runtime, or if `main` panics
+    /// (after every other task has finished).
+    pub fn run<F: Future>(self, main: F) -> F::Output {
+        self.run_with_report(main).0
+    }
+
+    /// Like [`run`](Builder::run), also reporting what was left behind.
+    pub fn run_with_report<F: Future>(self, main: F) -> (F::Output, RunReport) {
+        assert!(
+            Core::try_current().is_none(),
+            "trioxide::run called inside a running trioxide runtime; use a nursery instead"
+        );
+        let (driver, mio_waker) = match Driver::new() {
+            Ok(d) => d,
+            Err(e) => panic!("trioxide: cannot create the I/O driver (epoll): {e}"),
+        };
+        let seed = self.seed.unwrap_or_else(Rng::seed_from_env_or_entropy);
+        let core = Box::new(Core {
+            tasks: RefCell::new(Slab::new()),
+            next_gen: Cell::new(0),
+            runq: RefCell::new(Vec::new()),
+            current_task: Cell::new(TaskId::NONE),
+            current_status: Cell::new(std::ptr::null()),
+            waiting_on: Cell::new(""),
+            timers: RefCell::new(Timers::default()),
+            clock: self.clock.unwrap_or_else(|| Box::new(SystemClock::new())),
+            rng: RefCell::new(Rng::new(seed)),
+            shared: Arc::new(Shared::new(mio_waker)),
+            driver: RefCell::new(driver),
+            has_instruments: Cell::new(!self.instruments.is_empty()),
+            instruments: RefCell::new(self.instruments),
+            idle: IdleWaiters::default(),
+            system_scope: ScopeNode::new_root(),
+            main_id: Cell::new(TaskId::NONE),
+            steps_since_io: Cell::new(0),
+            remote_streak: Cell::new(0),
+            batch_left: Cell::new(0),
+            budget: Budget::default(),
+            run_id: NEXT_RUN_ID.fetch_add(1, Ordering::Relaxed),
+            lot_breakers: RefCell::new(Vec::new()),
+            cancel_checks: Cell::new(0),
+            run_locals: RunLocals::default(),
+        });
+        let guard = ContextGuard::enter(&core);
+        core.clock.start_clock();
+        let main_task: Arc<Task<MainTask>> = {
+            let id = core.spawn(MainTask, core.system_scope.clone(), Cow::Borrowed("<main>"), TaskId::NONE);
+            core.main_id.set(id);
+            let tasks = core.tasks.borrow();
+            let raw: Arc<dyn RawTask> = tasks[id.key()].task.clone();
+            drop(tasks);
+            // SAFETY: the slot we just filled holds an `Arc<Task<MainTask>>`
+            // (spawned two lines up); this only recovers its concrete type.
+            unsafe { Arc::from_raw(Arc::into_raw(raw) as *const Task<MainTask>) }
+        };
+        let main = std::pin::pin!(main);
+        let out = core.run_loop(main, &main_task);
+        drop(main_task);
+        let report = RunReport {
+            tasks_left: core.tasks.borrow().len(),
+            timers_left: core.timers.borrow().len(),
+            task_allocations_left: core.shared.live_allocations.load(Ordering::Relaxed),
+            seed,
+        };
+        drop(guard);
+        (out, report)
+    }
+}
+
+/// Runs `main` on a new single-threaded runtime and returns its output.
+///
+/// Every task `main` starts lives in a nursery inside it, so when `run`
+/// returns, nothing of the run is left.
+///
+/// ```
+/// use std::time::Duration;
+/// let v = trioxide::run(async {
+///     trioxide::sleep(Duration::from_millis(1)).await?;
+///     Ok::<_, trioxide::Cancelled>(5)
+/// });
+/// assert_eq!(v, Ok(5));
+/// ```
+pub fn run<F: Future>(main: F) -> F::Output {
+    Builder::new().run(main)
+}
