@@ -1,42 +1,18 @@
-//! # trioxide
+//! The crate's guide is the README, included below so that the API
+//! reference stands on its own: the two commands, the model in one page,
+//! the everyday tools, the testing kit and the layout. DESIGN.md explains
+//! how it works and why; RULES.md lists the Trio behaviours the tests pin.
 //!
-//! Structured concurrency for Rust in the model of Python's
-//! [Trio](https://trio.readthedocs.io): tasks live in **nurseries**, are
-//! stopped by **cancel scopes**, and run on a fast single-threaded scheduler
-//! of our own over `mio`.
-//!
-//! * [`run`] starts the runtime and returns the main future's output.
-//! * [`open_nursery`] runs a body and children concurrently and returns only
-//!   when all are done, with every error ([`MultiError`]).
-//! * [`CancelScope`], [`move_on_after`], [`fail_after`] cancel what runs
-//!   inside them. Cancellation is *level-triggered* and delivered at
-//!   *checkpoints* (every operation that can block) as `Err(`[`Cancelled`]`)`,
-//!   which you propagate with `?`; the scope that was cancelled catches it.
-//!
-//! ```
-//! use std::time::Duration;
-//! use trioxide::{run, open_nursery, move_on_after, sleep, BoxError, Cancelled};
-//!
-//! let out = run(open_nursery(|nursery| async move {
-//!     nursery.start_soon(async {
-//!         sleep(Duration::from_millis(5)).await?;
-//!         Ok::<_, BoxError>(())
-//!     })?;
-//!     // Give up on a slow operation after 10 ms.
-//!     let r = move_on_after(Duration::from_millis(10), async {
-//!         sleep(Duration::from_secs(60)).await?;
-//!         Ok::<_, Cancelled>("never")
-//!     }).await?;
-//!     assert_eq!(r, None);
-//!     Ok::<_, BoxError>("done")
-//! }));
-//! assert_eq!(out.unwrap(), Some("done"));
-//! ```
-//!
-//! See DESIGN.md for how it works and why.
-
-#![warn(missing_docs)]
+#![doc = include_str!("../README.md")]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms,
+    clippy::undocumented_unsafe_blocks
+)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![doc(test(attr(deny(warnings))))]
 
 pub mod channel;
 mod kernel;
@@ -78,9 +54,3 @@ pub use time::{
     cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, current_time, fail_after, fail_at, move_on_after,
     move_on_at, sleep, sleep_forever, sleep_until, Checkpoint, FailAfter, ShieldedCheckpoint, Sleep, SleepForever,
 };
-
-/// The README's Rust examples, compiled and run as doc tests so they stay
-/// true.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;

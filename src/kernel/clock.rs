@@ -204,6 +204,16 @@ pub struct MockClock {
     inner: Rc<MockInner>,
 }
 
+impl std::fmt::Debug for MockClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockClock")
+            .field("now", &self.current_time())
+            .field("rate", &self.inner.rate.get())
+            .field("autojump_threshold", &self.inner.autojump.get())
+            .finish()
+    }
+}
+
 #[derive(Default)]
 struct MockInner {
     /// Virtual time at `real_base`.

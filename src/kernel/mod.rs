@@ -52,6 +52,7 @@ pub(crate) mod rng;
 pub(crate) mod run;
 pub(crate) mod run_local;
 mod scheduler;
+pub(crate) mod sys;
 pub(crate) mod task;
 pub(crate) mod timers;
 

@@ -45,6 +45,16 @@ pub struct Builder {
     instruments: Vec<Rc<dyn Instrument>>,
 }
 
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("seed", &self.seed)
+            .field("mock_or_custom_clock", &self.clock.is_some())
+            .field("instruments", &self.instruments.len())
+            .finish()
+    }
+}
+
 impl Default for Builder {
     fn default() -> Self {
         Self::new()

@@ -202,6 +202,8 @@ impl<F: Future<Output = ()> + 'static> RawTask for Task<F> {
         // future is never moved out of the Arc allocation, so pinning holds.
         let slot = unsafe { &mut *self.future.get() };
         let done = match slot.as_mut() {
+            // SAFETY: the future stays in place inside the task allocation
+            // until it is dropped there (set to `None`), so it is pinned.
             Some(fut) => unsafe { Pin::new_unchecked(fut) }.poll(&mut cx).is_ready(),
             None => return true,
         };

@@ -2,6 +2,7 @@
 //! send, vectored send, `sendfile`, half-close, close. `TcpStream` and
 //! `UnixStream` wrap a [`SocketStream`] and add what is theirs.
 
+use crate::kernel::sys::syscall;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
@@ -164,10 +165,7 @@ impl<S: StreamIo> SocketStream<S> {
                 // SAFETY: both fds are open for the duration of the call (the
                 // socket's is borrowed through `s`, the file's through
                 // `file`), and `off` is a valid, exclusively borrowed off_t.
-                let n = unsafe { libc::sendfile(s.as_raw_fd(), in_fd, &mut off, want) };
-                if n < 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                let n = syscall!(sendfile(s.as_raw_fd(), in_fd, &mut off, want))?;
                 // 0 means the file ended before `count` bytes. A short
                 // transfer may mean the file ended too, not that the socket
                 // is full, so it never clears readiness: the next call tells.

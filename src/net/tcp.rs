@@ -1,5 +1,6 @@
 //! TCP: [`TcpListener`] and [`TcpStream`].
 
+use crate::kernel::sys::syscall;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
@@ -82,7 +83,7 @@ impl TcpStream {
     /// its pages cost no memory (tokio's `read_buf` pattern).
     ///
     /// ```no_run
-    /// # async fn f(stream: trioxide::TcpStream) -> std::io::Result<()> {
+    /// # #[allow(dead_code)] async fn f(stream: trioxide::TcpStream) -> std::io::Result<()> {
     /// let mut buf = Vec::with_capacity(64 * 1024);
     /// loop {
     ///     buf.clear();
@@ -151,7 +152,7 @@ impl_stream_traits!(TcpStream);
 /// run(async {
 ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
 ///     println!("listening on {}", listener.local_addr()?);
-///     let (stream, peer) = listener.accept().await?;
+///     let (stream, _peer) = listener.accept().await?;
 ///     stream.send_all(b"hello\n").await?;
 ///     Ok::<_, BoxError>(())
 /// }).unwrap();
@@ -174,9 +175,7 @@ impl TcpListener {
         // mio listens with a backlog of 1024; listening again on a listening
         // socket only changes its backlog (Linux `inet_listen`).
         // SAFETY: `listen` on a socket fd we own; no memory is passed.
-        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        syscall!(listen(listener.as_raw_fd(), LISTEN_BACKLOG))?;
         Ok(TcpListener { source: Source::new(listener) })
     }
 

@@ -1,5 +1,6 @@
 //! Unix-domain stream sockets: [`UnixListener`] and [`UnixStream`].
 
+use crate::kernel::sys::syscall;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
@@ -62,7 +63,7 @@ impl UnixStream {
     /// its pages cost no memory (tokio's `read_buf` pattern).
     ///
     /// ```no_run
-    /// # async fn f(stream: trioxide::UnixStream) -> std::io::Result<()> {
+    /// # #[allow(dead_code)] async fn f(stream: trioxide::UnixStream) -> std::io::Result<()> {
     /// let mut buf = Vec::with_capacity(64 * 1024);
     /// loop {
     ///     buf.clear();
@@ -124,9 +125,7 @@ impl UnixListener {
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
         let listener = mio::net::UnixListener::bind(path)?;
         // SAFETY: `listen` on a socket fd we own; no memory is passed.
-        if unsafe { libc::listen(listener.as_raw_fd(), crate::net::tcp::LISTEN_BACKLOG) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        syscall!(listen(listener.as_raw_fd(), crate::net::tcp::LISTEN_BACKLOG))?;
         Ok(UnixListener { source: Source::new(listener) })
     }
 

@@ -19,6 +19,7 @@
 //! Either way this only says "the child may have exited": the caller
 //! confirms with a non-blocking `waitpid`, which also reaps it.
 
+use crate::kernel::sys::syscall;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
@@ -60,10 +61,7 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: the syscall takes a pid and flags and returns a new fd or -1;
     // no memory is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = syscall!(syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint))?;
     // SAFETY: a fresh fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

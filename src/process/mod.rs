@@ -30,6 +30,7 @@ mod exit;
 mod pipe;
 mod run;
 
+use crate::kernel::sys::syscall;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
@@ -64,7 +65,6 @@ pub use run::{run_process, CompletedProcess, DeliverCancel, ProcessError, RunPro
 ///
 /// ```
 /// use std::process::{Command, Stdio};
-/// use trioxide::{ReceiveStream, SendStream};
 /// trioxide::run(async {
 ///     let mut cmd = Command::new("cat");
 ///     cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
@@ -259,9 +259,7 @@ impl Process {
         // SAFETY: kill takes a pid and a signal number. The pid is still
         // our unreaped child (try_wait just said so), so it names no other
         // process.
-        if unsafe { libc::kill(pid, sig) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        syscall!(kill(pid, sig))?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! `Source` as sockets: non-blocking fds, cached readiness, registered with
 //! the driver on their first `WouldBlock`, every operation a checkpoint.
 
+use crate::kernel::sys::syscall;
 use std::fmt;
 use std::fs::File;
 use std::future::Future;
@@ -20,16 +21,12 @@ const DEFAULT_RECEIVE: usize = 64 * 1024;
 
 /// Sets `O_NONBLOCK` on the open file description behind `fd`.
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on an fd we own (borrowed by the caller); F_GETFL and
-    // F_SETFL take and return plain ints.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if flags & libc::O_NONBLOCK == 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    // SAFETY: fcntl on an fd we own (borrowed by the caller); F_GETFL
+    // takes and returns plain ints.
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above; F_SETFL takes the flags as an int.
+        syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
     }
     Ok(())
 }
@@ -42,7 +39,6 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 ///
 /// ```
 /// use std::process::{Command, Stdio};
-/// use trioxide::SendStream;
 /// trioxide::run(async {
 ///     let mut cmd = Command::new("cat");
 ///     cmd.stdin(Stdio::piped()).stdout(Stdio::null());

@@ -213,7 +213,7 @@ impl RunProcess {
     /// ```
     /// use std::process::Command;
     /// use std::time::Duration;
-    /// use trioxide::process::{run_process, ProcessError};
+    /// use trioxide::process::run_process;
     /// trioxide::run(async {
     ///     let mut cmd = Command::new("sleep");
     ///     cmd.arg("10");

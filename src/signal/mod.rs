@@ -29,6 +29,7 @@
 
 mod registry;
 
+use crate::kernel::sys::syscall;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
@@ -123,9 +124,7 @@ pub fn open_signal_receiver(signals: &[c_int]) -> io::Result<SignalReceiver> {
 fn nonblocking_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as c_int; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    syscall!(pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC))?;
     // SAFETY: pipe2 succeeded, so both are fresh descriptors that nothing
     // else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })

@@ -30,6 +30,7 @@
 //! signal number (64) and can never fill up, and the bytes come out in order
 //! of first arrival.
 
+use crate::kernel::sys::syscall;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -262,9 +263,7 @@ fn install(sig: c_int) -> io::Result<libc::sigaction> {
         new.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut new.sa_mask);
         let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(sig, &new, &mut old) != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        syscall!(sigaction(sig, &new, &mut old))?;
         Ok(old)
     }
 }

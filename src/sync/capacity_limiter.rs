@@ -510,7 +510,7 @@ impl CapacityLimiter {
 /// use trioxide::sync::{Borrower, CapacityLimiter};
 /// let l = CapacityLimiter::new(1);
 /// {
-///     let token = l.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
+///     let _token = l.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
 ///     assert_eq!(l.available_tokens(), 0);
 /// }
 /// assert_eq!(l.available_tokens(), 1);

@@ -172,7 +172,7 @@ impl Condition {
     ///
     /// ```
     /// use trioxide::{run, CancelScope};
-    /// use trioxide::sync::{Condition, ConditionError};
+    /// use trioxide::sync::Condition;
     ///
     /// run(async {
     ///     let c = Condition::new();

@@ -141,7 +141,7 @@ impl Event {
 /// The future of [`Event::wait`].
 ///
 /// ```
-/// use trioxide::{run, Cancelled};
+/// use trioxide::run;
 /// use trioxide::sync::{Event, EventWait};
 /// run(async {
 ///     let e = Event::new();

@@ -133,7 +133,7 @@ impl Lock {
     /// previous owner task ended holding it.
     ///
     /// ```
-    /// use trioxide::{run, Cancelled, CancelScope};
+    /// use trioxide::run;
     /// use trioxide::sync::{Lock, LockError};
     ///
     /// run(async {
@@ -154,7 +154,7 @@ impl Lock {
     /// blocking and without being a checkpoint (Trio's `acquire_nowait`).
     ///
     /// ```
-    /// use trioxide::{run, WouldBlock};
+    /// use trioxide::run;
     /// use trioxide::sync::{Lock, TryLockError};
     ///
     /// run(async {

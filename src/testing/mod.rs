@@ -18,7 +18,7 @@
 //!   operation is (or is not) a checkpoint.
 //!
 //! ```
-//! use trioxide::{run, BoxError};
+//! use trioxide::run;
 //! use trioxide::testing::{check_half_closeable_stream, memory_stream_pair};
 //!
 //! run(async {

@@ -41,7 +41,7 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 /// `sleep_forever().await?` ends the function.
 ///
 /// ```
-/// use trioxide::{run, move_on_after, sleep_forever, Cancelled, Builder, MockClock};
+/// use trioxide::{move_on_after, sleep_forever, Cancelled, Builder, MockClock};
 /// use std::time::Duration;
 /// let clock = MockClock::new();
 /// clock.set_autojump_threshold(Some(Duration::ZERO));

@@ -8,6 +8,7 @@
 //! now; only if not does it wait for the next edge, which cannot be missed
 //! since the fd is registered before that check.
 
+use crate::kernel::sys::syscall;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -82,13 +83,10 @@ fn ready_now(fd: RawFd, dir: Dir) -> io::Result<bool> {
     loop {
         // SAFETY: `pfd` is a valid, exclusively borrowed pollfd and we pass
         // a count of 1; a zero timeout never blocks.
-        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-        if n >= 0 {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match syscall!(poll(&mut pfd, 1, 0)) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     if pfd.revents & libc::POLLNVAL != 0 {

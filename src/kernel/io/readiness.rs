@@ -30,6 +30,7 @@
 //! only costs the new socket one `WouldBlock`: the bits are hints that the
 //! syscall confirms, never facts.
 
+use crate::kernel::sys::syscall;
 use std::cell::{Cell, Ref, RefCell};
 use std::future::Future;
 use std::io;
@@ -458,11 +459,7 @@ impl<S: AsRawFd> Source<S> {
             // `buf`, borrowed exclusively for the call; read(2) writes at
             // most `want` bytes there, and the fd is open (borrowed through
             // `io`, which `op` only lends while the source is not closed).
-            let n = unsafe { libc::read(io.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let n = n as usize;
+            let n = syscall!(read(io.as_raw_fd(), spare.as_mut_ptr().cast(), want))? as usize;
             // SAFETY: the kernel initialised the first `n` bytes of the
             // spare capacity, right after the current length.
             unsafe { buf.set_len(buf.len() + n) };

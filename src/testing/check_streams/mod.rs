@@ -55,8 +55,8 @@ use support::Ctx;
 /// (boxed) by [`check_one_way_stream`] and its siblings.
 ///
 /// ```
-/// use trioxide::testing::{check_one_way_stream, CheckFailed};
-/// # fn f(err: trioxide::BoxError) {
+/// use trioxide::testing::CheckFailed;
+/// # #[allow(dead_code)] fn f(err: trioxide::BoxError) {
 /// if let Some(failed) = err.downcast_ref::<CheckFailed>() {
 ///     eprintln!("property {:?} does not hold: {}", failed.property(), failed.detail());
 /// }
@@ -201,7 +201,7 @@ where
 /// and closing. See [`check_one_way_stream`] for `clogged_maker`.
 ///
 /// ```
-/// use trioxide::{run, BoxError};
+/// use trioxide::run;
 /// use trioxide::testing::{check_two_way_stream, lockstep_stream_pair};
 ///
 /// run(async {
@@ -225,7 +225,7 @@ where
 /// `clogged_maker`.
 ///
 /// ```
-/// use trioxide::{run, BoxError, UnixStream};
+/// use trioxide::{run, UnixStream};
 /// use trioxide::testing::check_half_closeable_stream;
 ///
 /// run(async {
