@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the core test binaries under valgrind's memcheck: any invalid read or
-# write (the kind of bug unsafe code in src/task.rs, src/runtime.rs and
-# src/cancel.rs could have) fails with exit code 1. Leaks are not checked:
+# write (the kind of bug unsafe code in src/kernel/task.rs, src/kernel/core.rs and
+# src/kernel/cancel.rs could have) fails with exit code 1. Leaks are not checked:
 # the test harness itself keeps allocations alive at exit. `process` is left
 # out: valgrind does not implement pidfd_open, and spawning under it reports
 # a missing program differently; its unsafe code (pipes, pidfd, waitid) is
