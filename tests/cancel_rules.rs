@@ -1,5 +1,5 @@
-//! Rules C1–C17 of /work/shared/trio-semantics.md ("Cancel scopes and time"),
-//! one or more tests per rule, named after the rule.
+//! Rules C1–C17 of RULES.md (at the repository root), section "Cancel scopes
+//! and time", one or more tests per rule, named after the rule.
 //!
 //! Every timing test runs on a `MockClock` (virtual time, autojump or manual
 //! jumps) and asserts exact instants; nothing sleeps in real time. Where the

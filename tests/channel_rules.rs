@@ -1,5 +1,5 @@
-//! Memory channels: rules Y5–Y7 of /work/shared/trio-semantics.md, and the
-//! rest of Trio's test_channel.py (close, clone, statistics, capacities,
+//! Memory channels: rules Y5–Y7 of RULES.md (at the repository root), and
+//! the rest of Trio's test_channel.py (close, clone, statistics, capacities,
 //! `try_*`), translated to trioxide's API and error values.
 //!
 //! Conventions: every run has a fixed seed; tests whose outcome must not

@@ -1,4 +1,4 @@
-//! Rule I2 of /work/shared/trio-semantics.md: every I/O operation is a
+//! Rule I2 of RULES.md (at the repository root): every I/O operation is a
 //! schedule point, even when it completes at once, so one busy connection
 //! cannot starve the others (curio issue #106).
 //!

@@ -1,5 +1,5 @@
-//! Rules I1–I3 of /work/shared/trio-semantics.md ("I/O"), one or more tests
-//! per rule, named after the rule.
+//! Rules I1–I3 of RULES.md (at the repository root), section "I/O", one or
+//! more tests per rule, named after the rule.
 //!
 //! Sockets are on 127.0.0.1 (or socket pairs and pipes). Runs use a mock
 //! clock with a 50 ms autojump threshold (`io_support::AUTOJUMP`): virtual

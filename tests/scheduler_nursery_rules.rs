@@ -1,6 +1,6 @@
-//! One test (or a few) per rule of /work/shared/trio-semantics.md, sections
-//! "Scheduler" (S1–S4) and "Nurseries" (N1–N13). Each test is named after its
-//! rule.
+//! One test (or a few) per rule of RULES.md (at the repository root),
+//! sections "Scheduler" (S1–S4) and "Nurseries" (N1–N13). Each test is named
+//! after its rule.
 //!
 //! Conventions:
 //! * events are recorded into a shared [`Log`] and compared as exact

@@ -69,8 +69,23 @@ extern "C" fn count_handler(_: c_int) {
     COUNTED.fetch_add(1, Ordering::SeqCst);
 }
 
-fn count_handler_value() -> libc::sighandler_t {
-    count_handler as extern "C" fn(c_int) as libc::sighandler_t
+fn counted() -> usize {
+    COUNTED.load(Ordering::SeqCst)
+}
+
+/// Makes `count_handler` the disposition of `sig`, with `COUNTED` at 0, and
+/// returns the disposition as the kernel now records it.
+///
+/// Whether `count_handler` is installed later on is checked against that
+/// record, or by raising the signal and watching `COUNTED`; never against a
+/// fresh `count_handler as sighandler_t`. A function's address is not unique
+/// in Rust: in release builds a small function gets a private copy in every
+/// codegen unit that uses it (this binary has two `count_handler`s), so two
+/// casts of the same function can give two different numbers.
+fn install_count_handler(sig: c_int) -> libc::sighandler_t {
+    set_disposition(sig, count_handler as extern "C" fn(c_int) as libc::sighandler_t);
+    COUNTED.store(0, Ordering::SeqCst);
+    disposition(sig)
 }
 
 /// Virtual-time bound on every run: a lost wake-up makes the clock jump to
@@ -263,17 +278,19 @@ fn the_receiver_is_a_stream_of_signals() {
 #[test]
 fn while_open_the_receiver_replaces_the_previous_handler() {
     let _serial = serial();
-    set_disposition(SIGUSR2, count_handler_value());
-    COUNTED.store(0, Ordering::SeqCst);
+    let previous = install_count_handler(SIGUSR2);
     run_now(async {
         let rx = open_signal_receiver(&[SIGUSR2])?;
-        assert_ne!(disposition(SIGUSR2), count_handler_value());
+        assert_ne!(disposition(SIGUSR2), previous, "the receiver's handler is installed");
         raise(SIGUSR2);
         assert_eq!(rx.receive().await?, SIGUSR2);
-        assert_eq!(COUNTED.load(Ordering::SeqCst), 0, "the previous handler was called too");
+        assert_eq!(counted(), 0, "the previous handler was called too");
         Ok(())
     });
-    assert_eq!(disposition(SIGUSR2), count_handler_value());
+    // The previous handler is back, as the kernel records it and in effect.
+    assert_eq!(disposition(SIGUSR2), previous);
+    raise(SIGUSR2);
+    assert_eq!(counted(), 1, "the restored handler did not run");
     set_disposition(SIGUSR2, libc::SIG_IGN);
 }
 
@@ -297,20 +314,21 @@ fn drop_restores_the_previous_disposition_and_an_ignored_signal_stays_ignored() 
 #[test]
 fn unread_signals_are_redelivered_once_to_the_previous_handler_on_drop() {
     let _serial = serial();
-    set_disposition(SIGUSR2, count_handler_value());
-    COUNTED.store(0, Ordering::SeqCst);
+    let previous = install_count_handler(SIGUSR2);
     run_now(async {
         let rx = open_signal_receiver(&[SIGUSR2, SIGUSR1])?;
         raise(SIGUSR2);
         raise(SIGUSR2);
         raise(SIGUSR1);
-        assert_eq!(COUNTED.load(Ordering::SeqCst), 0);
+        assert_eq!(counted(), 0);
         drop(rx);
         // Coalesced while pending, so redelivered once.
-        assert_eq!(COUNTED.load(Ordering::SeqCst), 1);
-        assert_eq!(disposition(SIGUSR2), count_handler_value());
+        assert_eq!(counted(), 1);
+        // The previous handler is back, as the kernel records it and in
+        // effect: a new delivery reaches it.
+        assert_eq!(disposition(SIGUSR2), previous);
         raise(SIGUSR2);
-        assert_eq!(COUNTED.load(Ordering::SeqCst), 2);
+        assert_eq!(counted(), 2);
         Ok(())
     });
     set_disposition(SIGUSR2, libc::SIG_IGN);
@@ -319,21 +337,28 @@ fn unread_signals_are_redelivered_once_to_the_previous_handler_on_drop() {
 #[test]
 fn dropping_one_of_two_receivers_neither_redelivers_nor_restores() {
     let _serial = serial();
-    set_disposition(SIGUSR2, count_handler_value());
-    COUNTED.store(0, Ordering::SeqCst);
+    let previous = install_count_handler(SIGUSR2);
     run_now(async {
         let a = open_signal_receiver(&[SIGUSR2])?;
         let b = open_signal_receiver(&[SIGUSR2])?;
         raise(SIGUSR2);
         drop(a);
-        // `b` has its own copy: nothing goes to the previous handler, and
-        // `b`'s handler stays installed.
-        assert_eq!(COUNTED.load(Ordering::SeqCst), 0);
-        assert_ne!(disposition(SIGUSR2), count_handler_value());
+        // `b` has its own copy: nothing goes to the previous handler.
+        assert_eq!(counted(), 0);
+        assert_eq!(b.receive().await?, SIGUSR2);
+        // `b`'s handler stays installed: a new delivery goes to `b`, not to
+        // the previous handler.
+        assert_ne!(disposition(SIGUSR2), previous);
+        raise(SIGUSR2);
+        assert_eq!(counted(), 0, "the previous handler was put back while b listens");
         assert_eq!(b.receive().await?, SIGUSR2);
         drop(b);
-        assert_eq!(COUNTED.load(Ordering::SeqCst), 0, "b reported its signal; nothing to redeliver");
-        assert_eq!(disposition(SIGUSR2), count_handler_value());
+        assert_eq!(counted(), 0, "b reported its signals; nothing to redeliver");
+        // The last receiver gone, the previous handler is back, as the
+        // kernel records it and in effect.
+        assert_eq!(disposition(SIGUSR2), previous);
+        raise(SIGUSR2);
+        assert_eq!(counted(), 1, "the restored handler did not run");
         Ok(())
     });
     set_disposition(SIGUSR2, libc::SIG_IGN);

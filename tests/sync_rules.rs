@@ -1,6 +1,6 @@
-//! Rules Y1–Y4 of /work/shared/trio-semantics.md ("Synchronisation"), and
-//! the Condition behaviours of Trio's test_sync.py, one or more tests per
-//! rule, named after the rule.
+//! Rules Y1–Y4 of RULES.md (at the repository root), section
+//! "Synchronisation and channels", and the Condition behaviours of Trio's
+//! test_sync.py, one or more tests per rule, named after the rule.
 //!
 //! Every run uses a fixed seed and a mock clock that autojumps, inside a
 //! virtual-time hang guard: a lost wake-up fails the test with `TooSlow`
