@@ -41,9 +41,15 @@ async fn echo(stream: TcpStream, work: Duration) {
     }
 }
 
+const FLAGS: &[args::Flag] = &[
+    args::Flag { name: "port", value: "PORT", default: "8000", help: "port on 127.0.0.1 (0: any free port)" },
+    args::Flag { name: "work-ns", value: "NS", default: "0", help: "CPU to burn per chunk received, in ns" },
+];
+
 fn main() {
-    let port: u16 = args::flag("port", 8000);
-    let work = Duration::from_nanos(args::flag("work-ns", 0));
+    let args = args::Args::parse("echo_server", "An echo server: one task per connection.", FLAGS);
+    let port: u16 = args.get("port");
+    let work = Duration::from_nanos(args.get("work-ns"));
     let result = trioxide::run(open_nursery(|n| async move {
         let handler = move |s: TcpStream| echo(s, work);
         let addrs = n.start(|status| serve_tcp(handler, port, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), status)).await?;

@@ -43,8 +43,14 @@ async fn pong(stream: TcpStream) {
     let _ = stream.send_all(ANSWER).await;
 }
 
+const PINGPONG_ABOUT: &str = "The ping-pong server: read a request, answer `Pong!`, close.";
+
+const FLAGS: &[args::Flag] =
+    &[args::Flag { name: "port", value: "PORT", default: "8000", help: "port on 127.0.0.1 (0: any free port)" }];
+
 fn main() {
-    let port: u16 = args::flag("port", 8000);
+    let args = args::Args::parse("pingpong", PINGPONG_ABOUT, FLAGS);
+    let port: u16 = args.get("port");
     let result = trioxide::run(open_nursery(|n| async move {
         let addrs = n.start(|status| serve_tcp(pong, port, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), status)).await?;
         println!("listening on {}", addrs[0]);

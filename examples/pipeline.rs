@@ -6,6 +6,9 @@
 //! Run it with `cargo run --example pipeline` (about a second; Ctrl-C
 //! cancels it cleanly and it says so).
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::cell::RefCell;
 use std::process::Command;
 use std::rc::Rc;
@@ -127,6 +130,7 @@ async fn pipeline() -> Result<(), BoxError> {
 }
 
 fn main() {
+    args::Args::parse("pipeline", "A pipeline: channel, workers, threads, a lock, a subprocess, Ctrl-C.", &[]);
     if let Err(e) = trioxide::run(pipeline()) {
         eprintln!("pipeline failed: {e}");
         std::process::exit(1);

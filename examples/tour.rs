@@ -8,6 +8,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+#[path = "common/args.rs"]
+mod args;
+
 use trioxide::{
     current_time, fail_after, move_on_after, open_nursery, sleep, sleep_forever, task_tree, wait_all_tasks_blocked,
     BoxError, Builder, CancelScope, Cancelled, MockClock, TaskStatus, TooSlow,
@@ -143,7 +146,14 @@ async fn tour() -> Result<(), BoxError> {
 }
 
 fn main() {
-    let virtual_time = std::env::args().any(|a| a == "--virtual");
+    const FLAGS: &[args::Flag] = &[args::Flag {
+        name: "virtual",
+        value: "",
+        default: "",
+        help: "run on a mock clock with autojump: no real waiting",
+    }];
+    let args = args::Args::parse("tour", "A short tour of trioxide's model.", FLAGS);
+    let virtual_time = args.switch("virtual");
     let builder = Builder::new();
     let builder = if virtual_time {
         let clock = MockClock::new();

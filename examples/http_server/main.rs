@@ -40,26 +40,55 @@ mod shutdown;
 
 use conn::Config;
 
-/// Default grace period for requests in flight at shutdown: 5 s, the grace
+/// Default grace period for requests in flight at shutdown (`--grace`): 5 s, the grace
 /// Trio's `run_process` gives a child between SIGTERM and SIGKILL
 /// (`trioxide::process::TERMINATE_GRACE`), and half of the 10 s that
 /// `docker stop` waits before it sends SIGKILL, so the drain ends before an
 /// orchestrator's kill.
-const DEFAULT_GRACE_SECS: f64 = 5.0;
+const GRACE_DEFAULT: &str = "5";
 
-fn main() {
-    let port: u16 = args::flag("port", 8000);
-    let grace = match secs_f64(args::flag("grace", DEFAULT_GRACE_SECS)) {
+const FLAGS: &[args::Flag] = &[
+    args::Flag { name: "port", value: "PORT", default: "8000", help: "port on 127.0.0.1 (0: any free port)" },
+    args::Flag { name: "body", value: "BYTES", default: "1024", help: "size of the answer to GET /" },
+    args::Flag {
+        name: "grace",
+        value: "SECS",
+        default: GRACE_DEFAULT,
+        help: "how long requests in flight may finish at shutdown",
+    },
+    args::Flag {
+        name: "idle-secs",
+        value: "SECS",
+        default: "10",
+        help: "close a keep-alive connection idle this long",
+    },
+    args::Flag { name: "request-secs", value: "SECS", default: "10", help: "answer 408 to a request slower than this" },
+];
+
+/// `--NAME SECS` as a duration; exits with a message if it is negative or
+/// not finite.
+fn seconds(secs: f64, name: &str) -> Duration {
+    match secs_f64(secs) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("http_server: --grace: {e}");
+            eprintln!("http_server: --{name}: {e}");
             std::process::exit(2);
         }
-    };
+    }
+}
+
+fn main() {
+    let args = args::Args::parse(
+        "http_server",
+        "An HTTP/1.1 server on trioxide; Ctrl-C or SIGTERM shuts it down gracefully.",
+        FLAGS,
+    );
+    let port: u16 = args.get("port");
+    let grace = seconds(args.get("grace"), "grace");
     let config = Rc::new(Config {
-        body: proto::make_body(args::flag("body", 1024)),
-        idle: Duration::from_secs_f64(args::flag("idle-secs", 10.0)),
-        request: Duration::from_secs_f64(args::flag("request-secs", 10.0)),
+        body: proto::make_body(args.get("body")),
+        idle: seconds(args.get("idle-secs"), "idle-secs"),
+        request: seconds(args.get("request-secs"), "request-secs"),
     });
     let result = trioxide::run(async move {
         // Before the address is printed: from then on a SIGTERM is handled,
