@@ -92,8 +92,12 @@ static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
 struct Table {
     /// Receivers listening to each signal.
     receivers: [u32; MAX_SIGNAL as usize + 1],
-    /// The disposition our handler replaced, while it is installed.
-    saved: [Option<libc::sigaction>; MAX_SIGNAL as usize + 1],
+    /// The disposition our handler replaced, and the handler value we
+    /// installed in its place, while it is installed. `restore` compares
+    /// the current handler with the value we wrote rather than with a fresh
+    /// `on_signal as sighandler_t`: a function's address is not unique (an
+    /// optimiser may keep several copies), the value we wrote is.
+    saved: [Option<(libc::sigaction, libc::sighandler_t)>; MAX_SIGNAL as usize + 1],
 }
 
 static TABLE: Mutex<Table> =
@@ -172,7 +176,7 @@ pub(crate) fn register(mask: u64, fd: RawFd) -> io::Result<Registration> {
     for sig in signals_in(mask) {
         if table.receivers[sig as usize] == 0 {
             match install(sig) {
-                Ok(old) => table.saved[sig as usize] = Some(old),
+                Ok(saved) => table.saved[sig as usize] = Some(saved),
                 Err(e) => {
                     // Undo: the receiver is not created.
                     for s in signals_in(installed) {
@@ -249,8 +253,9 @@ fn release_sink(sink: &Sink) {
     sink.pending.store(0, SeqCst);
 }
 
-/// Installs [`on_signal`] for `sig`; returns the disposition it replaced.
-fn install(sig: c_int) -> io::Result<libc::sigaction> {
+/// Installs [`on_signal`] for `sig`; returns the disposition it replaced
+/// and the handler value it installed.
+fn install(sig: c_int) -> io::Result<(libc::sigaction, libc::sighandler_t)> {
     // SAFETY: zeroed `sigaction` structs are valid (no handler, empty mask,
     // no flags); we fill the handler and flags, and both pointers passed to
     // `sigaction` point to live structs on our stack.
@@ -264,23 +269,25 @@ fn install(sig: c_int) -> io::Result<libc::sigaction> {
         libc::sigemptyset(&mut new.sa_mask);
         let mut old: libc::sigaction = std::mem::zeroed();
         syscall!(sigaction(sig, &new, &mut old))?;
-        Ok(old)
+        Ok((old, new.sa_sigaction))
     }
 }
 
 /// Puts back the disposition saved for `sig`, unless someone replaced our
 /// handler meanwhile (then theirs stays: taking it away would break them).
 fn restore(table: &mut Table, sig: c_int) {
-    let Some(saved) = table.saved[sig as usize].take() else { return };
+    let Some((saved, ours)) = table.saved[sig as usize].take() else { return };
     // SAFETY: both structs live on our stack / in the table; a null `act`
     // only queries.
     unsafe {
         let mut current: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(sig, std::ptr::null(), &mut current) != 0 {
+        if syscall!(sigaction(sig, std::ptr::null(), &mut current)).is_err() {
             return;
         }
-        if current.sa_sigaction == on_signal as extern "C" fn(c_int) as libc::sighandler_t {
-            libc::sigaction(sig, &saved, std::ptr::null_mut());
+        if current.sa_sigaction == ours {
+            // Nothing to do if it fails: the signal keeps our handler,
+            // which reports nothing once no receiver listens.
+            let _ = syscall!(sigaction(sig, &saved, std::ptr::null_mut()));
         }
     }
 }
