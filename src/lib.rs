@@ -41,11 +41,16 @@ pub use kernel::rng::SEED_ENV;
 pub use kernel::run::{run, Builder, RunReport};
 pub use kernel::task::TaskId;
 pub use net::connect::{happy_eyeballs, open_tcp_stream, HAPPY_EYEBALLS_DELAY};
-pub use net::serve::{open_tcp_listeners, serve_listeners, serve_tcp, ACCEPT_RETRY_DELAY};
+pub use net::serve::{
+    open_tcp_listeners, serve_listeners, serve_tcp, GracefulShutdown, LocalAddr, Server, ShutdownReport,
+    ACCEPT_RETRY_DELAY,
+};
 pub use net::tcp::{TcpListener, TcpStream, ACCEPT_BATCH};
 pub use net::udp::UdpSocket;
 pub use net::unix::{UnixListener, UnixStream};
-pub use nursery::{open_nursery, Nursery, OpenNursery, Start, TaskOutput, TaskStatus};
+pub use nursery::{
+    open_nursery, Nursery, OpenNursery, Start, Started, TaskOutput, TaskStatus, TaskStatusIgnored, TASK_STATUS_IGNORED,
+};
 pub use stream::stapled::StapledStream;
 pub use stream::{HalfCloseableStream, Listener, ReceiveStream, Resource, SendEof, SendStream, Stream};
 pub use sync::{CapacityLimiter, Condition, Event, Lock, Semaphore};

@@ -6,7 +6,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use trioxide::{move_on_after, CancelScope, TcpStream};
+use trioxide::{move_on_after, CancelScope, GracefulShutdown, TcpStream};
 
 use crate::proto::{parse_request, write_error, write_response, Parse};
 /// First read buffer per connection; it grows (up to a head and a body at
@@ -26,50 +26,23 @@ pub struct Config {
     pub request: Duration,
 }
 
-/// How a connection takes part in a graceful shutdown (`shutdown.rs`): it
-/// says when it is idle (waiting for a request with nothing buffered, so it
-/// may be closed at once), and asks whether the server is draining (then it
-/// answers what it has started with `Connection: close` and closes).
-pub trait Drain {
-    /// `true` just before waiting for bytes with an empty buffer, `false`
-    /// once the wait is over.
-    fn set_idle(&self, idle: bool);
-    /// Whether the server is shutting down.
-    fn draining(&self) -> bool;
-}
-
-/// A server that never drains.
-#[allow(dead_code)] // used by `serve_connection`, which the tests drive
-pub struct NoDrain;
-
-impl Drain for NoDrain {
-    fn set_idle(&self, _: bool) {}
-    fn draining(&self) -> bool {
-        false
-    }
-}
-
 /// Serves one connection until the client closes it, misbehaves, or times
 /// out. Never returns an error: a client's trouble is not the server's.
 #[allow(dead_code)] // the example serves through `serve_connection_with`; tests/http_bad_input.rs uses this
 pub async fn serve_connection(stream: TcpStream, config: Rc<Config>) {
-    serve_connection_with(stream, config, |_| NoDrain).await
+    serve_connection_with(stream, config, None).await
 }
 
-/// [`serve_connection`] for a server that can shut down gracefully: `join`
-/// gets the connection's cancel scope (cancelling it closes the connection)
-/// and returns its [`Drain`] link, kept until the connection ends.
-pub async fn serve_connection_with<D: Drain>(
-    stream: TcpStream,
-    config: Rc<Config>,
-    join: impl FnOnce(&CancelScope) -> D,
-) {
+/// [`serve_connection`] for a server that can shut down gracefully: while
+/// the connection is idle (waiting for a request with nothing buffered)
+/// the drain closes it at once; a request it has started is answered with
+/// `Connection: close`.
+pub async fn serve_connection_with(stream: TcpStream, config: Rc<Config>, shutdown: Option<GracefulShutdown>) {
     let scope = CancelScope::with_relative_deadline(config.idle);
-    let drain = join(&scope);
     // Reserved, not zeroed: `receive_into` fills spare capacity, so an idle
     // connection's buffer pages are never touched.
     let mut buf = Vec::with_capacity(INITIAL_BUF);
-    let outcome = scope.run(connection_loop(&stream, &config, &scope, &drain, &mut buf)).await;
+    let outcome = scope.run(connection_loop(&stream, &config, &scope, shutdown.as_ref(), &mut buf)).await;
     if let Ok(None) = outcome {
         // The deadline fired. Mid-request, tell the client why.
         if !buf.is_empty() {
@@ -84,7 +57,7 @@ async fn connection_loop(
     stream: &TcpStream,
     config: &Config,
     scope: &CancelScope,
-    drain: &impl Drain,
+    shutdown: Option<&GracefulShutdown>,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(config.body.len() + 256);
@@ -97,7 +70,7 @@ async fn connection_loop(
         loop {
             match parse_request(&buf[start..]) {
                 Parse::Request(mut req) => {
-                    if drain.draining() {
+                    if shutdown.is_some_and(GracefulShutdown::is_draining) {
                         // Tell the client this answer is the last one.
                         req.keep_alive = false;
                     }
@@ -127,7 +100,7 @@ async fn connection_loop(
         if close {
             return Ok(());
         }
-        if buf.is_empty() && drain.draining() {
+        if buf.is_empty() && shutdown.is_some_and(GracefulShutdown::is_draining) {
             return Ok(()); // shutting down, and no request started
         }
         if buf.is_empty() {
@@ -144,10 +117,15 @@ async fn connection_loop(
             // already refused heads and bodies over their limits).
             buf.reserve(buf.len());
         }
-        drain.set_idle(buf.is_empty());
-        let received = stream.receive_into(buf).await;
-        drain.set_idle(false);
-        if received? == 0 {
+        let received = match shutdown {
+            // Idle: a shutdown closes the connection at once.
+            Some(sd) if buf.is_empty() => match sd.abandon_on_drain(stream.receive_into(buf)).await? {
+                Some(n) => n,
+                None => return Ok(()),
+            },
+            _ => stream.receive_into(buf).await?,
+        };
+        if received == 0 {
             return Ok(()); // the client closed, possibly mid-request
         }
     }

@@ -10,23 +10,20 @@
 //!    is left (a client that stalls mid-request);
 //! 4. returns a [`Summary`] of what happened.
 //!
+//! The mechanism is trioxide's own ([`Server::graceful`] with a
+//! [`GracefulShutdown`]); what is HTTP about it is in `conn.rs`.
+//!
 //! Separate from `main.rs` so `tests/http_shutdown.rs` runs this very code
 //! on a mock clock. It depends only on trioxide, `conn.rs` and `proto.rs`.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use trioxide::sync::ParkingLot;
-use trioxide::{
-    current_time, move_on_after, open_nursery, sleep, BoxError, CancelScope, Cancelled, Nursery, TcpListener,
-    ACCEPT_BATCH, ACCEPT_RETRY_DELAY,
-};
+use trioxide::{open_nursery, BoxError, GracefulShutdown, Server, TcpListener, TcpStream, TASK_STATUS_IGNORED};
 
-use crate::conn::{serve_connection_with, Config, Drain};
+use crate::conn::{serve_connection_with, Config};
 
 /// What a graceful shutdown did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,181 +57,33 @@ impl fmt::Display for Summary {
 }
 
 /// Serves HTTP on `listeners` until `shutdown` completes, then shuts down
-/// gracefully (see the module docs) and returns what happened.
+/// gracefully (see the module docs) and returns what happened. The accept
+/// loops and the drain are trioxide's [`Server`] with a
+/// [`GracefulShutdown`]; this file only says what is HTTP about it (idle
+/// keep-alive waits are cut short, see `conn.rs`).
 pub async fn serve_until(
     listeners: Vec<TcpListener>,
     config: Rc<Config>,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, BoxError> {
-    let tracker = Rc::new(Tracker::default());
+    let drain = GracefulShutdown::new();
     let summary = open_nursery(|n| async move {
-        // One scope per accept loop (a scope is entered once).
-        let mut accepting = Vec::new();
-        for listener in listeners {
-            let scope = CancelScope::new();
-            accepting.push(scope.clone());
-            let accept = accept_loop(listener, n.clone(), tracker.clone(), config.clone());
-            n.start_soon_named("http accept loop", async move { scope.run(accept).await.map(drop) })?;
-        }
+        let for_conns = drain.clone();
+        let handler = move |stream: TcpStream| serve_connection_with(stream, config.clone(), Some(for_conns.clone()));
+        let server = Server::new(handler).graceful(&drain);
+        n.start_soon_named("http server", server.serve_listeners(listeners, TASK_STATUS_IGNORED))?;
         shutdown.await;
-        let started = current_time();
-        for scope in &accepting {
-            scope.cancel();
-        }
-        let busy = tracker.begin_drain();
-        let drained = move_on_after(grace, tracker.all_closed()).await?;
-        let cancelled = if drained.is_none() {
-            // The grace period is over: cancel what is left (the
-            // connections, and any 408 they would still try to send).
-            let left = tracker.busy_left();
-            n.cancel_scope().cancel();
-            left
-        } else {
-            0
-        };
+        drain.shutdown(grace);
+        let report = drain.stopped().await?;
         Ok::<_, BoxError>(Summary {
-            idle_closed: tracker.idle_closed.get(),
-            finished: busy - cancelled,
-            cancelled,
+            idle_closed: report.abandoned,
+            finished: report.finished - report.abandoned,
+            cancelled: report.cancelled,
             grace,
-            took: current_time().saturating_duration_since(started),
+            took: report.took,
         })
     })
     .await?;
-    // `None` would mean the nursery's scope cut the body short; the body
-    // cancels that scope only after its last checkpoint.
     summary.ok_or_else(|| "the server was cancelled before its shutdown finished".into())
-}
-
-/// Accepts connections until cancelled, each served as a task of `conns`.
-/// Dropping the listener at the end closes it.
-async fn accept_loop(
-    listener: TcpListener,
-    conns: Nursery,
-    tracker: Rc<Tracker>,
-    config: Rc<Config>,
-) -> Result<(), BoxError> {
-    let mut batch = Vec::with_capacity(ACCEPT_BATCH);
-    loop {
-        match listener.accept_batch(&mut batch, ACCEPT_BATCH).await {
-            Ok(_) => {
-                for (stream, _peer) in batch.drain(..) {
-                    let tracker = tracker.clone();
-                    let conn = serve_connection_with(stream, config.clone(), move |scope| tracker.join(scope));
-                    conns.start_soon_named("http connection", conn)?;
-                }
-            }
-            // Out of fds or memory: connections ending will free some (the
-            // same pause as trioxide's own `serve_listeners`).
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
-                eprintln!("http_server: accept failed: {e}; retrying in {} ms", ACCEPT_RETRY_DELAY.as_millis());
-                sleep(ACCEPT_RETRY_DELAY).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// The server's view of its connections: which are idle, and whether it is
-/// draining.
-#[derive(Default)]
-struct Tracker {
-    conns: RefCell<HashMap<u64, Rc<ConnState>>>,
-    next_id: Cell<u64>,
-    draining: Cell<bool>,
-    idle_closed: Cell<usize>,
-    /// Woken when the last connection ends while draining.
-    empty: ParkingLot,
-}
-
-struct ConnState {
-    scope: CancelScope,
-    idle: Cell<bool>,
-    /// Closed by the shutdown because it was idle.
-    closed_idle: Cell<bool>,
-}
-
-impl Tracker {
-    /// Adds a connection (idle until it receives bytes). One that arrives
-    /// while draining is closed at once.
-    fn join(self: &Rc<Self>, scope: &CancelScope) -> Member {
-        let state = Rc::new(ConnState { scope: scope.clone(), idle: Cell::new(true), closed_idle: Cell::new(false) });
-        if self.draining.get() {
-            state.close_idle(self);
-        }
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        self.conns.borrow_mut().insert(id, state.clone());
-        Member { tracker: self.clone(), id, state }
-    }
-
-    /// Starts draining: closes idle connections now. Returns how many
-    /// others are busy.
-    fn begin_drain(&self) -> usize {
-        self.draining.set(true);
-        let mut busy = 0;
-        for c in self.conns.borrow().values() {
-            if c.idle.get() {
-                c.close_idle(self);
-            } else {
-                busy += 1;
-            }
-        }
-        busy
-    }
-
-    fn live(&self) -> usize {
-        self.conns.borrow().len()
-    }
-
-    /// Connections still open that were busy when the drain began.
-    fn busy_left(&self) -> usize {
-        self.conns.borrow().values().filter(|c| !c.closed_idle.get()).count()
-    }
-
-    /// Waits until no connection is left. A checkpoint.
-    async fn all_closed(&self) -> Result<(), Cancelled> {
-        trioxide::checkpoint().await?;
-        while self.live() > 0 {
-            self.empty.park().await.map_err(|_| Cancelled)?;
-        }
-        Ok(())
-    }
-}
-
-impl ConnState {
-    fn close_idle(&self, tracker: &Tracker) {
-        self.closed_idle.set(true);
-        self.scope.cancel();
-        tracker.idle_closed.set(tracker.idle_closed.get() + 1);
-    }
-}
-
-/// A connection's membership; leaves the tracker when the connection ends.
-struct Member {
-    tracker: Rc<Tracker>,
-    id: u64,
-    state: Rc<ConnState>,
-}
-
-impl Drain for Member {
-    fn set_idle(&self, idle: bool) {
-        self.state.idle.set(idle);
-    }
-
-    fn draining(&self) -> bool {
-        self.tracker.draining.get()
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let mut conns = self.tracker.conns.borrow_mut();
-        conns.remove(&self.id);
-        if conns.is_empty() {
-            drop(conns);
-            self.tracker.empty.unpark_all();
-        }
-    }
 }

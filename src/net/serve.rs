@@ -1,17 +1,37 @@
 //! Servers in a nursery: [`open_tcp_listeners`], [`serve_listeners`],
-//! [`serve_tcp`].
+//! [`serve_tcp`], and [`Server`] for the choices they leave open: what a
+//! handler's error does, which nursery connections live in, and a graceful
+//! stop ([`GracefulShutdown`]).
+//!
+//! # Handler errors: logged, and the server goes on
+//! Trio lets a handler's exception crash the whole server. Most Rust
+//! servers log it and go on serving the others, and that is what a server
+//! author needs in the first hour: one client that resets its connection
+//! must not take down the healthy ones. So by default a handler's `Err` is
+//! written to stderr with the peer's address and the server goes on;
+//! [`Server::propagate_handler_errors`] gives Trio's behaviour, and
+//! [`Server::on_handler_error`] takes your own logger. A *panic* in a
+//! handler always propagates (it is a bug, not a client's doing): it
+//! cancels the server and resumes in the caller, as in every nursery.
 
+use std::cell::{Cell, RefCell};
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::kernel::error::BoxError;
-use crate::net::tcp::{TcpListener, TcpStream, ACCEPT_BATCH};
-use crate::nursery::start::TaskStatus;
-use crate::nursery::{open_nursery, Nursery, TaskOutput};
-use crate::time::sleep;
+use slab::Slab;
+
+use crate::kernel::cancel::CancelScope;
+use crate::kernel::clock::Instant;
+use crate::kernel::error::{is_cancelled_error, BoxError, Cancellation, Cancelled};
+use crate::kernel::parking_lot::ParkingLot;
+use crate::net::tcp::{TcpListener, ACCEPT_BATCH};
+use crate::nursery::{open_nursery, Nursery, Started, TaskOutput};
+use crate::stream::Listener;
+use crate::time::{current_time, move_on_at, sleep};
 
 /// How long an accept loop pauses after running out of file descriptors
 /// (or kernel memory) before trying again: Trio's `SLEEP_TIME` in
@@ -40,7 +60,8 @@ pub fn open_tcp_listeners(port: u16, host: Option<IpAddr>) -> io::Result<Vec<Tcp
 /// Accepts connections on every listener and runs `handler(stream)` for
 /// each as a task in a nursery of its own, until cancelled. Reports the
 /// listeners' addresses through `task_status` once they accept, so use it
-/// with [`Nursery::start`]:
+/// with [`Nursery::start`] (or pass [`TASK_STATUS_IGNORED`](crate::TASK_STATUS_IGNORED)
+/// and await it directly):
 ///
 /// ```no_run
 /// use std::net::{IpAddr, Ipv4Addr};
@@ -62,73 +83,638 @@ pub fn open_tcp_listeners(port: u16, host: Option<IpAddr>) -> io::Result<Vec<Tcp
 /// })).unwrap();
 /// ```
 ///
-/// As in Trio, a handler's error is not swallowed: it cancels the server
-/// and is reported by it. Handlers that must survive bad clients catch
-/// their own errors. Running out of file descriptors while accepting is
-/// not an error: the loop logs it to stderr, sleeps
-/// [`ACCEPT_RETRY_DELAY`] and goes on.
+/// A handler's `Err` is logged to stderr with the peer's address and the
+/// server goes on (see [`Server`] for the other
+/// policies); a handler's panic stops the server and resumes in the caller.
+/// Running out of file descriptors while accepting is not an error either:
+/// the loop logs it, sleeps [`ACCEPT_RETRY_DELAY`] and goes on. Any other
+/// accept error ends the server with that error, as in Trio.
 pub async fn serve_tcp<H, F>(
     handler: H,
     port: u16,
     host: Option<IpAddr>,
-    task_status: TaskStatus<Vec<SocketAddr>>,
+    task_status: impl Started<Vec<SocketAddr>>,
 ) -> Result<(), BoxError>
 where
-    H: Fn(TcpStream) -> F + 'static,
+    H: Fn(crate::TcpStream) -> F + 'static,
     F: Future + 'static,
     F::Output: TaskOutput,
 {
-    let listeners = open_tcp_listeners(port, host)?;
-    serve_listeners(handler, listeners, task_status).await
+    Server::new(handler).serve_tcp(port, host, task_status).await
 }
 
-/// Like [`serve_tcp`], on listeners you opened yourself.
-pub async fn serve_listeners<H, F>(
+/// Like [`serve_tcp`], on listeners you opened yourself (TCP, Unix, or any
+/// [`Listener`]).
+///
+/// ```no_run
+/// use trioxide::{run, serve_listeners, BoxError, UnixListener, UnixStream, TASK_STATUS_IGNORED};
+///
+/// run(async {
+///     let listener = UnixListener::bind("/tmp/hello.sock")?;
+///     serve_listeners(|s: UnixStream| async move { s.send_all(b"hello\n").await }, vec![listener], TASK_STATUS_IGNORED)
+///         .await?;
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
+pub async fn serve_listeners<L, H, F>(
     handler: H,
-    listeners: Vec<TcpListener>,
-    task_status: TaskStatus<Vec<SocketAddr>>,
+    listeners: Vec<L>,
+    task_status: impl Started<Vec<L::Addr>>,
 ) -> Result<(), BoxError>
 where
-    H: Fn(TcpStream) -> F + 'static,
+    L: Listener + LocalAddr + 'static,
+    H: Fn(L::Stream) -> F + 'static,
     F: Future + 'static,
     F::Output: TaskOutput,
 {
-    let addrs = listeners.iter().map(|l| l.local_addr()).collect::<io::Result<Vec<_>>>()?;
-    let handler = Rc::new(handler);
-    open_nursery(|n| async move {
-        for listener in listeners {
-            n.start_soon_named("trioxide accept loop", accept_loop(listener, handler.clone(), n.clone()))?;
-        }
-        task_status.started(addrs);
-        Ok::<_, BoxError>(())
-    })
-    .await?;
-    Ok(())
+    Server::new(handler).serve_listeners(listeners, task_status).await
 }
 
-async fn accept_loop<H, F>(listener: TcpListener, handler: Rc<H>, nursery: Nursery) -> Result<(), BoxError>
+/// The address a listener reports through `task_status` when serving
+/// starts: a `SocketAddr` for TCP, the socket's path for Unix listeners.
+pub trait LocalAddr {
+    /// What the address is.
+    type Addr: fmt::Debug + 'static;
+
+    /// The address this listener accepts on.
+    fn listening_on(&self) -> io::Result<Self::Addr>;
+}
+
+impl LocalAddr for TcpListener {
+    type Addr = SocketAddr;
+
+    fn listening_on(&self) -> io::Result<SocketAddr> {
+        self.local_addr()
+    }
+}
+
+impl LocalAddr for crate::UnixListener {
+    type Addr = std::os::unix::net::SocketAddr;
+
+    fn listening_on(&self) -> io::Result<Self::Addr> {
+        self.local_addr()
+    }
+}
+
+/// What a server does with a handler's `Err`.
+enum OnError {
+    /// Write it to stderr with the peer, and go on (the default).
+    Log,
+    /// Stop the server and report it (Trio's behaviour).
+    Propagate,
+    /// Call this, and go on.
+    Call(Rc<dyn Fn(Option<SocketAddr>, BoxError)>),
+}
+
+/// A server's settings: the handler, what its errors do, where connections
+/// live, and an optional graceful stop. [`serve_tcp`] and
+/// [`serve_listeners`] are `Server::new(handler)` with the defaults.
+///
+/// ```no_run
+/// use std::net::{IpAddr, Ipv4Addr};
+/// use std::time::Duration;
+/// use trioxide::{run, open_nursery, sleep, BoxError, GracefulShutdown, Server, TcpStream};
+///
+/// async fn hello(stream: TcpStream) -> std::io::Result<()> {
+///     stream.send_all(b"hello\n").await
+/// }
+///
+/// run(open_nursery(|n| async move {
+///     let shutdown = GracefulShutdown::new();
+///     let server = Server::new(hello).graceful(&shutdown);
+///     let addrs = n.start(|status| server.serve_tcp(0, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), status)).await?;
+///     println!("serving on {}", addrs[0]);
+///     sleep(Duration::from_secs(60)).await?;
+///     // Stop accepting now; connections get 5 s to finish.
+///     shutdown.shutdown(Duration::from_secs(5));
+///     let report = shutdown.stopped().await?;
+///     println!("{report}");
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
+#[must_use = "a Server does nothing until you call .serve_tcp(..) or .serve_listeners(..) and await it"]
+pub struct Server<H> {
+    handler: H,
+    on_error: OnError,
+    handler_nursery: Option<Nursery>,
+    shutdown: Option<GracefulShutdown>,
+}
+
+impl<H> fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on_error = match self.on_error {
+            OnError::Log => "log",
+            OnError::Propagate => "propagate",
+            OnError::Call(_) => "callback",
+        };
+        f.debug_struct("Server")
+            .field("on_handler_error", &on_error)
+            .field("handler_nursery", &self.handler_nursery.is_some())
+            .field("graceful", &self.shutdown.is_some())
+            .finish()
+    }
+}
+
+impl<H> Server<H> {
+    /// A server that runs `handler(stream)` for every connection, logging
+    /// handler errors, with connections in a nursery of its own.
+    pub fn new(handler: H) -> Server<H> {
+        Server { handler, on_error: OnError::Log, handler_nursery: None, shutdown: None }
+    }
+
+    /// Trio's policy: a handler's `Err` cancels the server (and the other
+    /// connections) and comes out of the serve call.
+    ///
+    /// ```no_run
+    /// # use trioxide::{Server, TcpStream};
+    /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await })
+    ///     .propagate_handler_errors();
+    /// # drop(server);
+    /// ```
+    pub fn propagate_handler_errors(mut self) -> Server<H> {
+        self.on_error = OnError::Propagate;
+        self
+    }
+
+    /// Calls `log(peer, error)` for each handler `Err`, instead of writing
+    /// it to stderr; the server goes on.
+    ///
+    /// ```no_run
+    /// # use trioxide::{Server, TcpStream};
+    /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await })
+    ///     .on_handler_error(|peer, e| eprintln!("{peer:?}: {e}"));
+    /// # drop(server);
+    /// ```
+    pub fn on_handler_error(mut self, log: impl Fn(Option<SocketAddr>, BoxError) + 'static) -> Server<H> {
+        self.on_error = OnError::Call(Rc::new(log));
+        self
+    }
+
+    /// Runs connections as children of `nursery` (Trio's
+    /// `handler_nursery`) instead of a nursery of the server's own, so they
+    /// can outlive the accept loops, or share a scope with other work.
+    ///
+    /// ```no_run
+    /// # use trioxide::{open_nursery, BoxError, Server, TcpStream};
+    /// # trioxide::run(open_nursery(|n| async move {
+    /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await })
+    ///     .handler_nursery(&n);
+    /// # drop(server);
+    /// # Ok::<_, BoxError>(()) })).unwrap();
+    /// ```
+    pub fn handler_nursery(mut self, nursery: &Nursery) -> Server<H> {
+        self.handler_nursery = Some(nursery.clone());
+        self
+    }
+
+    /// Lets `shutdown` stop this server gracefully (see
+    /// [`GracefulShutdown`]).
+    ///
+    /// ```no_run
+    /// # use trioxide::{GracefulShutdown, Server, TcpStream};
+    /// let shutdown = GracefulShutdown::new();
+    /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await }).graceful(&shutdown);
+    /// # drop(server);
+    /// ```
+    pub fn graceful(mut self, shutdown: &GracefulShutdown) -> Server<H> {
+        self.shutdown = Some(shutdown.clone());
+        self
+    }
+
+    /// Binds TCP listeners as [`open_tcp_listeners`] does and serves them
+    /// (see [`serve_tcp`]).
+    pub async fn serve_tcp<F>(
+        self,
+        port: u16,
+        host: Option<IpAddr>,
+        task_status: impl Started<Vec<SocketAddr>>,
+    ) -> Result<(), BoxError>
+    where
+        H: Fn(crate::TcpStream) -> F + 'static,
+        F: Future + 'static,
+        F::Output: TaskOutput,
+    {
+        let listeners = open_tcp_listeners(port, host)?;
+        self.serve_listeners(listeners, task_status).await
+    }
+
+    /// Serves `listeners` until cancelled, or until a graceful shutdown has
+    /// finished (see [`serve_listeners`]).
+    pub async fn serve_listeners<L, F>(
+        self,
+        listeners: Vec<L>,
+        task_status: impl Started<Vec<L::Addr>>,
+    ) -> Result<(), BoxError>
+    where
+        L: Listener + LocalAddr + 'static,
+        H: Fn(L::Stream) -> F + 'static,
+        F: Future + 'static,
+        F::Output: TaskOutput,
+    {
+        let addrs = listeners.iter().map(|l| l.listening_on()).collect::<io::Result<Vec<_>>>()?;
+        let Server { handler, on_error, handler_nursery, shutdown } = self;
+        let conns = Rc::new(Conns { handler, on_error, shutdown: shutdown.clone() });
+        open_nursery(|n| async move {
+            let target = handler_nursery.unwrap_or_else(|| n.clone());
+            // One scope per accept loop (a scope is entered once): the
+            // drain cancels them, which drops and so closes the listeners.
+            let mut accepting = Vec::new();
+            for listener in listeners {
+                let scope = CancelScope::new();
+                accepting.push(scope.clone());
+                let accept = accept_loop(listener, conns.clone(), target.clone());
+                n.start_soon_named("trioxide accept loop", async move { scope.run(accept).await.map(drop) })?;
+            }
+            task_status.started(addrs);
+            if let Some(shutdown) = shutdown {
+                let (asked, deadline) = shutdown.requested().await?;
+                for scope in &accepting {
+                    scope.cancel();
+                }
+                shutdown.drain(asked, deadline).await?;
+            }
+            Ok::<_, BoxError>(())
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// What every connection task shares.
+struct Conns<H> {
+    handler: H,
+    on_error: OnError,
+    shutdown: Option<GracefulShutdown>,
+}
+
+async fn accept_loop<L, H, F>(listener: L, conns: Rc<Conns<H>>, target: Nursery) -> Result<(), BoxError>
 where
-    H: Fn(TcpStream) -> F + 'static,
+    L: Listener + LocalAddr + 'static,
+    H: Fn(L::Stream) -> F + 'static,
     F: Future + 'static,
     F::Output: TaskOutput,
 {
     let mut batch = Vec::with_capacity(ACCEPT_BATCH);
     loop {
-        match listener.accept_batch(&mut batch, ACCEPT_BATCH).await {
+        match listener.accept_many(&mut batch, ACCEPT_BATCH).await {
             Ok(_) => {
-                for (stream, _peer) in batch.drain(..) {
-                    nursery.start_soon_named("trioxide connection handler", handler(stream))?;
+                for stream in batch.drain(..) {
+                    let peer = L::peer_of(&stream);
+                    let conn = connection((conns.handler)(stream), peer, conns.clone());
+                    target.start_soon_named("trioxide connection handler", conn)?;
                 }
             }
             Err(e) if is_out_of_resources(&e) => {
-                eprintln!(
-                    "trioxide: accept on {} failed: {e}; retrying in {} ms",
-                    listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-                    ACCEPT_RETRY_DELAY.as_millis()
-                );
+                let on = listener.listening_on().map(|a| format!("{a:?}")).unwrap_or_else(|_| "a listener".into());
+                eprintln!("trioxide: accept on {on} failed: {e}; retrying in {} ms", ACCEPT_RETRY_DELAY.as_millis());
                 sleep(ACCEPT_RETRY_DELAY).await?;
             }
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One connection's task: the handler's future, its error policy, and its
+/// membership in a graceful shutdown.
+async fn connection<H, F>(fut: F, peer: Option<SocketAddr>, conns: Rc<Conns<H>>) -> Result<(), BoxError>
+where
+    F: Future + 'static,
+    F::Output: TaskOutput,
+{
+    let result = match &conns.shutdown {
+        None => fut.await.into_task_result(),
+        Some(sd) => {
+            let member = sd.join();
+            let out = member.scope.run(async { Ok::<_, Cancelled>(fut.await.into_task_result()) }).await;
+            match out {
+                // Cancelled at the grace deadline: the shutdown's doing, not
+                // an error of the handler or of the server.
+                Ok(Some(Err(e))) if member.scope.cancel_called() && is_cancelled_error(&*e) => {
+                    sd.inner.cancelled.set(sd.inner.cancelled.get() + 1);
+                    Ok(())
+                }
+                Ok(Some(r)) => r,
+                Ok(None) | Err(_) => {
+                    sd.inner.cancelled.set(sd.inner.cancelled.get() + 1);
+                    Ok(())
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => match &conns.on_error {
+            OnError::Propagate => Err(e),
+            // A cancellation of the server itself is not the handler's
+            // failure: it propagates, so the scope that cancelled catches
+            // it.
+            _ if is_cancelled_error(&*e) => Err(e),
+            OnError::Log => {
+                match peer {
+                    Some(p) => eprintln!("trioxide: connection from {p}: handler failed: {e}"),
+                    None => eprintln!("trioxide: connection handler failed: {e}"),
+                }
+                Ok(())
+            }
+            OnError::Call(log) => {
+                log(peer, e);
+                Ok(())
+            }
+        },
+    }
+}
+
+/// Stops a server gracefully: [`shutdown(grace)`](GracefulShutdown::shutdown)
+/// makes every server using it (see [`Server::graceful`])
+///
+/// 1. stop accepting at once (the listeners are closed: new clients are
+///    refused);
+/// 2. cut short the waits its handlers marked with
+///    [`abandon_on_drain`](GracefulShutdown::abandon_on_drain) (an idle
+///    keep-alive connection waiting for its next request, say);
+/// 3. let the other connections run until the grace deadline, then cancel
+///    those still open (work that completes at the deadline instant itself
+///    is not cut off);
+/// 4. return from the serve call, and record a [`ShutdownReport`].
+///
+/// A cheap clone; give one to each handler that wants to know
+/// ([`is_draining`](GracefulShutdown::is_draining)).
+///
+/// ```no_run
+/// use std::net::{IpAddr, Ipv4Addr};
+/// use std::time::Duration;
+/// use trioxide::{run, open_nursery, BoxError, GracefulShutdown, Server, TcpStream};
+/// use trioxide::signal::open_signal_receiver;
+///
+/// run(open_nursery(|n| async move {
+///     let signals = open_signal_receiver(&[libc::SIGINT, libc::SIGTERM])?;
+///     let shutdown = GracefulShutdown::new();
+///     let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await }).graceful(&shutdown);
+///     n.start(|status| server.serve_tcp(8000, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), status)).await?;
+///     signals.receive().await?; // Ctrl-C
+///     shutdown.shutdown(Duration::from_secs(5));
+///     println!("{}", shutdown.stopped().await?);
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
+#[derive(Clone, Default)]
+pub struct GracefulShutdown {
+    inner: Rc<ShutdownInner>,
+}
+
+impl fmt::Debug for GracefulShutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GracefulShutdown")
+            .field("draining", &self.is_draining())
+            .field("connections", &self.inner.conns.borrow().len())
+            .field("report", &self.inner.report.get())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct ShutdownInner {
+    /// Set by `shutdown`: when it was asked for and the grace deadline.
+    requested: Cell<Option<(Instant, Instant)>>,
+    /// The cancel scope of every open connection.
+    conns: RefCell<Slab<CancelScope>>,
+    /// The scopes of waits to cut short when the drain begins.
+    idle_waits: RefCell<Slab<CancelScope>>,
+    /// Waits cut short by the drain, so far.
+    abandoned: Cell<usize>,
+    /// Connections that ended because the grace deadline cancelled them.
+    cancelled: Cell<usize>,
+    /// Connections open when `shutdown` was called (counted then: cut-short
+    /// connections may end before the server's drain code runs).
+    open_at_drain: Cell<usize>,
+    /// Woken when `shutdown` is called, when the last connection ends, and
+    /// when the report is ready.
+    changed: ParkingLot,
+    report: Cell<Option<ShutdownReport>>,
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections open when the drain began.
+    pub open_at_drain: usize,
+    /// Of those, the ones whose marked wait was cut short at once (see
+    /// [`GracefulShutdown::abandon_on_drain`]).
+    pub abandoned: usize,
+    /// Of those, the ones that ended by the grace deadline (the abandoned
+    /// ones included).
+    pub finished: usize,
+    /// Of those, the ones still open at the grace deadline, cancelled.
+    pub cancelled: usize,
+    /// The grace period asked for.
+    pub grace: Duration,
+    /// From the request until the last connection was gone.
+    pub took: Duration,
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "shut down in {:.3} s: listeners closed; of {} open connection(s), {} ended by the {:.3} s grace \
+             deadline ({} cut short at once), {} cancelled at it",
+            self.took.as_secs_f64(),
+            self.open_at_drain,
+            self.finished,
+            self.grace.as_secs_f64(),
+            self.abandoned,
+            self.cancelled
+        )
+    }
+}
+
+impl GracefulShutdown {
+    /// A shutdown not requested yet.
+    ///
+    /// ```
+    /// let shutdown = trioxide::GracefulShutdown::new();
+    /// assert!(!shutdown.is_draining());
+    /// ```
+    pub fn new() -> GracefulShutdown {
+        GracefulShutdown::default()
+    }
+
+    /// Starts the drain: servers stop accepting at once, marked waits are
+    /// cut short, and connections still open `grace` from now are
+    /// cancelled. A later call does nothing (the first grace deadline
+    /// stands).
+    ///
+    /// # Panics
+    /// Outside [`run`](crate::run).
+    #[track_caller]
+    pub fn shutdown(&self, grace: Duration) {
+        if self.inner.requested.get().is_some() {
+            return;
+        }
+        let now = current_time();
+        self.inner.requested.set(Some((now, now + grace)));
+        self.inner.open_at_drain.set(self.inner.conns.borrow().len());
+        let waits: Vec<CancelScope> = self.inner.idle_waits.borrow().iter().map(|(_, s)| s.clone()).collect();
+        for s in waits {
+            s.cancel();
+        }
+        self.inner.changed.unpark_all();
+    }
+
+    /// Whether [`shutdown`](GracefulShutdown::shutdown) has been called.
+    ///
+    /// ```
+    /// # trioxide::run(async {
+    /// let shutdown = trioxide::GracefulShutdown::new();
+    /// shutdown.shutdown(std::time::Duration::from_secs(1));
+    /// assert!(shutdown.is_draining());
+    /// # });
+    /// ```
+    pub fn is_draining(&self) -> bool {
+        self.inner.requested.get().is_some()
+    }
+
+    /// Runs `fut`, but gives up on it (returning `Ok(None)`) as soon as the
+    /// drain begins, or at once if it has begun: for waits that may be cut
+    /// short without losing anything, such as an idle keep-alive
+    /// connection waiting for its next request. Otherwise as
+    /// [`CancelScope::run`].
+    ///
+    /// ```no_run
+    /// # use trioxide::{GracefulShutdown, TcpStream};
+    /// # #[allow(dead_code)] async fn f(shutdown: GracefulShutdown, stream: TcpStream) -> std::io::Result<()> {
+    /// let mut buf = Vec::with_capacity(4096);
+    /// match shutdown.abandon_on_drain(stream.receive_into(&mut buf)).await? {
+    ///     None => return Ok(()), // shutting down: close this idle connection
+    ///     Some(n) => println!("{n} bytes"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn abandon_on_drain<F, T, E>(&self, fut: F) -> Result<Option<T>, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Cancellation,
+    {
+        let scope = CancelScope::new();
+        if self.is_draining() {
+            scope.cancel();
+        }
+        let key = self.inner.idle_waits.borrow_mut().insert(scope.clone());
+        let _remove = SlabGuard { slab: &self.inner.idle_waits, key };
+        let out = scope.run(fut).await;
+        if scope.cancelled_caught() {
+            self.inner.abandoned.set(self.inner.abandoned.get() + 1);
+        }
+        out
+    }
+
+    /// Waits until every server using this handle has stopped after a
+    /// [`shutdown`](GracefulShutdown::shutdown), and returns what happened.
+    /// A checkpoint.
+    pub async fn stopped(&self) -> Result<ShutdownReport, Cancelled> {
+        crate::time::checkpoint().await?;
+        loop {
+            if let Some(r) = self.inner.report.get() {
+                return Ok(r);
+            }
+            self.inner.changed.park().await.map_err(|_| Cancelled)?;
+        }
+    }
+
+    /// The report, once a shutdown has finished.
+    ///
+    /// ```
+    /// assert_eq!(trioxide::GracefulShutdown::new().report(), None);
+    /// ```
+    pub fn report(&self) -> Option<ShutdownReport> {
+        self.inner.report.get()
+    }
+
+    /// Adds a connection; it leaves when the returned member is dropped.
+    fn join(&self) -> Member<'_> {
+        let scope = CancelScope::new();
+        let key = self.inner.conns.borrow_mut().insert(scope.clone());
+        Member { inner: &self.inner, key, scope }
+    }
+
+    /// Waits until `shutdown` is called. A checkpoint.
+    async fn requested(&self) -> Result<(Instant, Instant), Cancelled> {
+        loop {
+            if let Some(r) = self.inner.requested.get() {
+                return Ok(r);
+            }
+            self.inner.changed.park().await.map_err(|_| Cancelled)?;
+        }
+    }
+
+    /// Waits until no connection is left. A checkpoint.
+    async fn all_closed(&self) -> Result<(), Cancelled> {
+        crate::time::checkpoint().await?;
+        while !self.inner.conns.borrow().is_empty() {
+            self.inner.changed.park().await.map_err(|_| Cancelled)?;
+        }
+        Ok(())
+    }
+
+    /// The drain, once the accept loops are cancelled: waits for the
+    /// connections until `deadline`, cancels those left, and records the
+    /// report.
+    async fn drain(&self, asked: Instant, deadline: Instant) -> Result<(), Cancelled> {
+        let open = self.inner.open_at_drain.get();
+        let drained = move_on_at(deadline, self.all_closed()).await?;
+        if drained.is_none() {
+            // Work that completes at the deadline instant itself is not cut
+            // off: a task woken at the same instant gets one schedule point
+            // (whatever the pass order) before what is left is cancelled.
+            crate::time::cancel_shielded_checkpoint().await;
+            let left: Vec<CancelScope> = self.inner.conns.borrow().iter().map(|(_, s)| s.clone()).collect();
+            for s in &left {
+                s.cancel();
+            }
+            // Cancelled connections may still clean up (shielded).
+            self.all_closed().await?;
+        }
+        let cancelled = self.inner.cancelled.get();
+        let report = ShutdownReport {
+            open_at_drain: open,
+            abandoned: self.inner.abandoned.get(),
+            finished: open.saturating_sub(cancelled),
+            cancelled,
+            grace: deadline.saturating_duration_since(asked),
+            took: current_time().saturating_duration_since(asked),
+        };
+        self.inner.report.set(Some(report));
+        self.inner.changed.unpark_all();
+        Ok(())
+    }
+}
+
+/// Removes a key from a slab of scopes when dropped.
+struct SlabGuard<'a> {
+    slab: &'a RefCell<Slab<CancelScope>>,
+    key: usize,
+}
+
+impl Drop for SlabGuard<'_> {
+    fn drop(&mut self) {
+        self.slab.borrow_mut().try_remove(self.key);
+    }
+}
+
+/// A connection's membership in a graceful shutdown.
+struct Member<'a> {
+    inner: &'a ShutdownInner,
+    key: usize,
+    scope: CancelScope,
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        let mut conns = self.inner.conns.borrow_mut();
+        conns.try_remove(self.key);
+        if conns.is_empty() {
+            drop(conns);
+            self.inner.changed.unpark_all();
         }
     }
 }

@@ -201,30 +201,39 @@ impl TcpListener {
     /// many. The batch stops early at the first error after at least one
     /// success (the error comes again on the next call). A checkpoint.
     pub async fn accept_batch(&self, out: &mut Vec<(TcpStream, SocketAddr)>, max: usize) -> io::Result<usize> {
+        self.accept_each(max, |s, addr| out.push((s, addr))).await
+    }
+
+    /// The loop under [`accept_batch`](TcpListener::accept_batch) and
+    /// [`Listener::accept_many`]: hands each accepted stream to `push`.
+    async fn accept_each(&self, max: usize, mut push: impl FnMut(TcpStream, SocketAddr)) -> io::Result<usize> {
         let max = max.max(1);
-        let start = out.len();
+        let mut n = 0;
         self.source
             .op(Dir::Read, |l| {
                 loop {
                     match l.accept() {
                         Ok((s, addr)) => match TcpStream::from_mio(s) {
-                            Ok(s) => out.push((s, addr)),
+                            Ok(s) => {
+                                push(s, addr);
+                                n += 1;
+                            }
                             // The connection died before we set its options.
                             Err(_) => continue,
                         },
-                        Err(e) if out.len() > start => {
+                        Err(e) if n > 0 => {
                             // WouldBlock: the queue is drained.
                             return Ok(((), e.kind() == io::ErrorKind::WouldBlock));
                         }
                         Err(e) => return Err(e),
                     }
-                    if out.len() - start >= max {
+                    if n >= max {
                         return Ok(((), false));
                     }
                 }
             })
             .await?;
-        Ok(out.len() - start)
+        Ok(n)
     }
 
     /// Stops listening now; a task waiting in `accept` gets
@@ -251,5 +260,13 @@ impl Listener for TcpListener {
 
     async fn accept(&self) -> io::Result<TcpStream> {
         TcpListener::accept(self).await.map(|(s, _)| s)
+    }
+
+    async fn accept_many(&self, out: &mut Vec<TcpStream>, max: usize) -> io::Result<usize> {
+        self.accept_each(max, |s, _| out.push(s)).await
+    }
+
+    fn peer_of(stream: &TcpStream) -> Option<SocketAddr> {
+        stream.peer_addr().ok()
     }
 }

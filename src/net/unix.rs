@@ -135,6 +135,18 @@ impl UnixListener {
         Ok(UnixStream { inner: SocketStream::new(s) })
     }
 
+    /// The address this listener is bound to (its path).
+    ///
+    /// ```no_run
+    /// # trioxide::run(async {
+    /// let listener = trioxide::UnixListener::bind("/tmp/app.sock")?;
+    /// assert_eq!(listener.local_addr()?.as_pathname(), Some(std::path::Path::new("/tmp/app.sock")));
+    /// # Ok::<_, std::io::Error>(()) }).unwrap();
+    /// ```
+    pub fn local_addr(&self) -> io::Result<std::os::unix::net::SocketAddr> {
+        self.source.with(|l| l.local_addr())
+    }
+
     /// Stops listening now (the socket file stays; remove it yourself).
     pub fn close(&self) {
         self.source.close();

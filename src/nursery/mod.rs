@@ -16,3 +16,50 @@ pub(crate) mod start;
 pub use open::{open_nursery, Nursery, OpenNursery, TaskOutput};
 pub(crate) use open::{ChildTask, Link, NurseryInner, Outcome};
 pub use start::{Start, TaskStatus};
+
+/// Where a task reports that it is ready: a [`TaskStatus`] when it runs
+/// under [`Nursery::start`], or [`TASK_STATUS_IGNORED`] when it is awaited
+/// or spawned directly (Trio's `TASK_STATUS_IGNORED`). Functions such as
+/// [`serve_tcp`](crate::serve_tcp) take either.
+///
+/// ```
+/// use trioxide::{Started, TASK_STATUS_IGNORED};
+/// fn ready(status: impl Started<u16>) {
+///     status.started(8000);
+/// }
+/// ready(TASK_STATUS_IGNORED); // nobody waits for the value
+/// ```
+pub trait Started<V> {
+    /// Reports the task ready with `value`.
+    fn started(self, value: V);
+}
+
+impl<V> Started<V> for TaskStatus<V> {
+    fn started(self, value: V) {
+        TaskStatus::started(self, value);
+    }
+}
+
+/// A [`Started`] that drops the value: for calling a function that takes a
+/// task status without [`Nursery::start`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskStatusIgnored;
+
+impl<V> Started<V> for TaskStatusIgnored {
+    fn started(self, _value: V) {}
+}
+
+/// Trio's `TASK_STATUS_IGNORED`: pass it where a task status is expected
+/// and nobody waits for the value.
+///
+/// ```no_run
+/// use std::net::{IpAddr, Ipv4Addr};
+/// use trioxide::{run, serve_tcp, TcpStream, TASK_STATUS_IGNORED};
+/// run(serve_tcp(
+///     |s: TcpStream| async move { s.send_all(b"hi").await },
+///     8000,
+///     Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+///     TASK_STATUS_IGNORED,
+/// )).unwrap();
+/// ```
+pub const TASK_STATUS_IGNORED: TaskStatusIgnored = TaskStatusIgnored;

@@ -105,4 +105,23 @@ pub trait Listener: Resource {
 
     /// Waits for the next incoming connection.
     fn accept(&self) -> impl Future<Output = io::Result<Self::Stream>>;
+
+    /// Waits for connections and appends every one already queued, up to
+    /// `max`, to `out`; returns how many. A checkpoint. The default accepts
+    /// one; listeners that can drain their queue in one wake-up (TCP)
+    /// override it, and [`serve_listeners`](crate::serve_listeners) uses it.
+    fn accept_many(&self, out: &mut Vec<Self::Stream>, max: usize) -> impl Future<Output = io::Result<usize>> {
+        let _ = max;
+        async move {
+            out.push(self.accept().await?);
+            Ok(1)
+        }
+    }
+
+    /// The peer of an accepted stream, for log lines, if the kind of stream
+    /// has an address worth showing (TCP: the client's address and port).
+    fn peer_of(stream: &Self::Stream) -> Option<std::net::SocketAddr> {
+        let _ = stream;
+        None
+    }
 }
