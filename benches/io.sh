@@ -78,10 +78,10 @@ forget_pid() {
 
 # ---------------------------------------------------------------- build
 
-log "building (cargo build --release --examples)"
-if ! cargo build --release --examples >&2; then
+log "building (cargo build --release --workspace --examples)"
+if ! cargo build --release --workspace --examples >&2; then
     log "full build failed: building the benchmark's own examples only; trioxide's servers are skipped"
-    cargo build --release --example bench_tokio_servers --example bench_mio_servers --example bench_loadgen >&2
+    cargo build --release -p trioxide-bench --example bench_tokio_servers --example bench_mio_servers --example bench_loadgen >&2
     SKIP_TRIOXIDE=1
 fi
 

@@ -37,7 +37,7 @@ command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || {
     echo "valgrind (with callgrind_control) is needed" >&2
     exit 1
 }
-cargo build --release --examples -q
+cargo build --release --workspace --examples -q
 
 declare -A KIND=([echo1k]=echo [echo10k]=echo [http]=http [pingpong]=pingpong)
 declare -A LOAD=(

@@ -3,7 +3,7 @@
 //! and the floor executor. Not a criterion bench: it counts allocations with
 //! a wrapping global allocator and prints one line per runtime.
 //!
-//! Run: `cargo bench --bench memory`.
+//! Run: `cargo bench -p trioxide-bench --bench memory`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -6,7 +6,7 @@
 //! task, per switch, per step, per scope...), not per batch. Only the work
 //! inside the runtime is timed: building and tearing down the runtime is not.
 //!
-//! Run: `cargo bench --bench scheduler`. Results: BENCHMARKS.md.
+//! Run: `cargo bench -p trioxide-bench --bench scheduler`. Results: BENCHMARKS.md.
 
 use std::future::Future;
 use std::hint::black_box;

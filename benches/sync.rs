@@ -13,7 +13,7 @@
 //! 2-core VM: 0.3 s warm-up and 1.5 s measurement per benchmark, 100
 //! samples (21 benchmarks). Results and how to read them: BENCHMARKS.md.
 //!
-//! Run: `cargo bench --bench sync` (a subset: `cargo bench --bench sync -- pingpong`).
+//! Run: `cargo bench -p trioxide-bench --bench sync` (a subset: `cargo bench -p trioxide-bench --bench sync -- pingpong`).
 
 use std::time::Duration;
 
