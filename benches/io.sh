@@ -7,11 +7,15 @@
 #   bash benches/io.sh                         # everything, 5 s runs, median of 3
 #   SECS=2 REPEAT=1 bash benches/io.sh         # quick look
 #   SCENARIOS="echo10k http" bash benches/io.sh
+#   SCENARIOS=fairness_hog bash benches/io.sh  # fairness under contention only
 #
 # Scenarios: echo1k echo10k echo100k (10 connections, one message in flight
 # each), http (100 keep-alive connections, 1 KiB body), pingpong (50
 # connections in flight, one request each), fairness (echo with
-# --work-ns 20000: two greedy streams and a 10 ms ping), idle (10,000 idle
+# --work-ns 20000: two greedy streams and a 10 ms ping), fairness_hog (plain
+# echo, two greedy 64 KiB streams and the ping, while a CPU hog, a busy
+# loop started and stopped by this script, shares the server's core; the mio
+# loop with a 32-read budget per readiness event), idle (10,000 idle
 # connections: server RSS per connection), syscalls (echo10k, http and
 # pingpong again under `strace -f -c`: syscalls per request).
 #
@@ -39,7 +43,7 @@ REPEAT=${REPEAT:-3}
 STRACE_SECS=${STRACE_SECS:-2}
 SYSCALL_TOOL=${SYSCALL_TOOL:-strace}
 IDLE_CONNS=${IDLE_CONNS:-10000}
-SCENARIOS=${SCENARIOS:-echo1k echo10k echo100k http pingpong fairness idle syscalls}
+SCENARIOS=${SCENARIOS:-echo1k echo10k echo100k http pingpong fairness fairness_hog idle syscalls}
 SERVERS=(trioxide tokio mio)
 EX=${CARGO_TARGET_DIR:-target}/release/examples
 LOADGEN=$EX/bench_loadgen
@@ -255,8 +259,10 @@ skip_notes() { # scenario
 # ---------------------------------------------------------------- scenarios
 
 # scenario name -> server kind, server args, load generator args, title
-declare -A KIND=([echo1k]=echo [echo10k]=echo [echo100k]=echo [http]=http [pingpong]=pingpong [fairness]=echo [idle]=echo)
+declare -A KIND=([echo1k]=echo [echo10k]=echo [echo100k]=echo [http]=http [pingpong]=pingpong [fairness]=echo [fairness_hog]=echo [idle]=echo)
 declare -A SARGS=([http]="--body 1024" [fairness]="--work-ns 20000")
+# Extra server arguments for one server only: "scenario|server" -> args.
+declare -A SARGS_ONLY=([fairness_hog|mio]="--read-budget 32")
 declare -A LARGS=(
     [echo1k]="echo --conns 10 --size 1024"
     [echo10k]="echo --conns 10 --size 10240"
@@ -264,6 +270,7 @@ declare -A LARGS=(
     [http]="http --conns 100 --pipeline 1"
     [pingpong]="pingpong --inflight 50"
     [fairness]="fairness --chunk 16384"
+    [fairness_hog]="fairness --chunk 65536"
 )
 declare -A TITLE=(
     [echo1k]="echo, 1 KiB messages, 10 connections"
@@ -272,6 +279,7 @@ declare -A TITLE=(
     [http]="HTTP/1.1 keep-alive, 100 connections, 1 KiB body"
     [pingpong]="pingpong (one request per connection), 50 connections in flight"
     [fairness]="fairness: echo with --work-ns 20000, two greedy 16 KiB streams + a 1-byte ping every 10 ms"
+    [fairness_hog]="fairness under contention: echo, two greedy 64 KiB streams + a 1-byte ping every 10 ms, a CPU hog on the server's core (mio: 32-read budget)"
     [idle]="idle: $IDLE_CONNS connections held open (echo server)"
 )
 
@@ -322,41 +330,66 @@ table_throughput() { # scenario
     skip_notes "$scn"
 }
 
-run_fairness() { # server
-    local s=$1 line secs
+HOG_PID=
+
+# A CPU hog on core 0 (the servers' core): a shell busy loop, bounded by
+# `timeout` in case this script dies without its cleanup.
+start_hog() {
+    timeout -k 1 $((SECS + 60)) taskset -c 0 sh -c 'while :; do :; done' &
+    HOG_PID=$!
+    PIDS+=("$HOG_PID")
+}
+
+stop_hog() {
+    [[ -n $HOG_PID ]] || return 0
+    kill -TERM "$HOG_PID" 2>/dev/null || true
+    wait "$HOG_PID" 2>/dev/null || true
+    forget_pid "$HOG_PID"
+    HOG_PID=
+}
+
+run_fairness() { # scenario server
+    local scn=$1 s=$2 line secs a b
+    [[ $scn == fairness_hog ]] && start_hog
     # shellcheck disable=SC2086 # word splitting wanted
-    start_server "$s" echo ${SARGS[fairness]} || {
-        add fairness "$s" fail 1
+    start_server "$s" echo ${SARGS[$scn]:-} ${SARGS_ONLY["$scn|$s"]:-} || {
+        stop_hog
+        add "$scn" "$s" fail 1
         return
     }
     # shellcheck disable=SC2086
-    line=$(loadgen ${LARGS[fairness]} --secs "$SECS")
+    line=$(loadgen ${LARGS[$scn]} --secs "$SECS")
     stop_server
+    stop_hog
     secs=$(field secs "$line")
     if [[ -z $line || -z $secs ]] || awk -v t="$secs" 'BEGIN {exit !(t <= 0)}'; then
-        log "fairness $s: no result (load generator: '${line}')"
-        add fairness "$s" fail 1
+        log "$scn $s: no result (load generator: '${line}')"
+        add "$scn" "$s" fail 1
         return
     fi
-    log "fairness $s: $line"
-    add fairness "$s" a "$(awk -v x="$(field a "$line")" -v t="$secs" 'BEGIN {print x / t / 1048576}')"
-    add fairness "$s" b "$(awk -v x="$(field b "$line")" -v t="$secs" 'BEGIN {print x / t / 1048576}')"
+    a=$(field a "$line")
+    b=$(field b "$line")
+    log "$scn $s: $line"
+    add "$scn" "$s" a "$(awk -v x="$a" -v t="$secs" 'BEGIN {print x / t / 1048576}')"
+    add "$scn" "$s" b "$(awk -v x="$b" -v t="$secs" 'BEGIN {print x / t / 1048576}')"
+    # slower / faster, per run (the median of the per-run ratios is reported)
+    add "$scn" "$s" ratio "$(awk -v a="$a" -v b="$b" 'BEGIN {lo = a < b ? a : b; hi = a < b ? b : a; print (hi > 0 ? lo / hi : 0)}')"
     local k
-    for k in jain p50_us p99_us max_us errors; do add fairness "$s" "$k" "$(field "$k" "$line")"; done
+    for k in jain p50_us p99_us max_us errors; do add "$scn" "$s" "$k" "$(field "$k" "$line")"; done
 }
 
-table_fairness() {
-    local s
+table_fairness() { # scenario
+    local scn=$1 s
     echo
-    echo "### ${TITLE[fairness]}"
+    echo "### ${TITLE[$scn]}"
     echo
-    echo "| server | greedy a (MiB/s) | greedy b (MiB/s) | Jain's index | ping p50 (µs) | ping p99 (µs) | ping max (µs) | errors |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| server | greedy a (MiB/s) | greedy b (MiB/s) | slower/faster | Jain's index | ping p50 (µs) | ping p99 (µs) | ping max (µs) | errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for s in "${SERVERS[@]}"; do
-        [[ -n ${SKIPPED["fairness|$s"]:-} ]] && continue
-        echo "| $s | $(fmt %.0f "$(med fairness "$s" a)") | $(fmt %.0f "$(med fairness "$s" b)") | $(fmt %.4f "$(med fairness "$s" jain)") | $(fmt %.0f "$(med fairness "$s" p50_us)") | $(fmt %.0f "$(med fairness "$s" p99_us)") | $(fmt %.0f "$(med fairness "$s" max_us)") | $(fmt %.0f "$(med fairness "$s" errors)") |"
+        [[ -n ${SKIPPED["$scn|$s"]:-} ]] && continue
+        echo "| $s | $(fmt %.0f "$(med "$scn" "$s" a)") | $(fmt %.0f "$(med "$scn" "$s" b)") | $(fmt %.3f "$(med "$scn" "$s" ratio)") | $(fmt %.4f "$(med "$scn" "$s" jain)") | $(fmt %.0f "$(med "$scn" "$s" p50_us)") | $(fmt %.0f "$(med "$scn" "$s" p99_us)") | $(fmt %.0f "$(med "$scn" "$s" max_us)") | $(fmt %.0f "$(med "$scn" "$s" errors)") |"
     done
-    skip_notes fairness
+    skip_notes "$scn"
 }
 
 run_idle() { # server
@@ -549,14 +582,14 @@ for scn in $SCENARIOS; do
             done
             table_throughput "$scn"
             ;;
-        fairness)
-            note_skips fairness
+        fairness | fairness_hog)
+            note_skips "$scn"
             for ((r = 1; r <= REPEAT; r++)); do
                 for s in $(rotated "$r"); do
-                    [[ -n ${SKIPPED["fairness|$s"]:-} ]] || run_fairness "$s"
+                    [[ -n ${SKIPPED["$scn|$s"]:-} ]] || run_fairness "$scn" "$s"
                 done
             done
-            table_fairness
+            table_fairness "$scn"
             ;;
         idle)
             note_skips idle
@@ -578,6 +611,6 @@ for scn in $SCENARIOS; do
                 table_syscalls "$sc"
             done
             ;;
-        *) log "unknown scenario '$scn' (known: echo1k echo10k echo100k http pingpong fairness idle syscalls)" ;;
+        *) log "unknown scenario '$scn' (known: echo1k echo10k echo100k http pingpong fairness fairness_hog idle syscalls)" ;;
     esac
 done

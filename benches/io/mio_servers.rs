@@ -6,7 +6,7 @@
 //! `bench_tokio_servers`, with the same command line:
 //!
 //! ```text
-//! bench_mio_servers <echo|http|pingpong> --port N [--body BYTES] [--work-ns NS]
+//! bench_mio_servers <echo|http|pingpong> --port N [--body BYTES] [--work-ns NS] [--read-budget N]
 //! ```
 //!
 //! It binds 127.0.0.1:N (0 picks a port), prints `listening on 127.0.0.1:PORT`
@@ -28,7 +28,8 @@
 //! * no allocation per event: the shared read and response buffers are
 //!   reused, and a connection's own buffers are only used (and then kept) for
 //!   partial writes and, in HTTP, for a request split across reads;
-//! * fairness: one turn of a connection does at most [`READ_BUDGET`] reads;
+//! * fairness: one turn of a connection does at most [`READ_BUDGET`] reads
+//!   (`--read-budget N` to change it; `benches/io.sh`'s `fairness_hog` uses 32);
 //!   a connection that is still readable after that goes on a ready list that
 //!   runs after the next poll (zero timeout), so a greedy client cannot starve
 //!   the others (tokio's cooperative budget does the same for its tasks).
@@ -48,7 +49,8 @@ use slab::Slab;
 
 const LISTENER: Token = Token(0);
 const READ_BUF: usize = 64 * 1024;
-/// Reads one connection may do before the loop moves on to other connections.
+/// Reads one connection may do before the loop moves on to other connections
+/// (default of `--read-budget`).
 const READ_BUDGET: u32 = 16;
 const PONG: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nPong!";
 
@@ -64,10 +66,11 @@ struct Args {
     port: u16,
     body: usize,
     work_ns: u64,
+    read_budget: u32,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bench_mio_servers <echo|http|pingpong> --port N [--body BYTES] [--work-ns NS]");
+    eprintln!("usage: bench_mio_servers <echo|http|pingpong> --port N [--body BYTES] [--work-ns NS] [--read-budget N]");
     std::process::exit(2);
 }
 
@@ -79,13 +82,14 @@ fn parse_args() -> Args {
         Some("pingpong") => Kind::Pingpong,
         _ => usage(),
     };
-    let mut args = Args { kind, port: 0, body: 1024, work_ns: 0 };
+    let mut args = Args { kind, port: 0, body: 1024, work_ns: 0, read_budget: READ_BUDGET };
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| usage());
         match flag.as_str() {
             "--port" => args.port = value.parse().unwrap_or_else(|_| usage()),
             "--body" => args.body = value.parse().unwrap_or_else(|_| usage()),
             "--work-ns" => args.work_ns = value.parse().unwrap_or_else(|_| usage()),
+            "--read-budget" => args.read_budget = value.parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -121,6 +125,7 @@ enum Turn {
 struct Server {
     kind: Kind,
     work: Duration,
+    read_budget: u32,
     body: Vec<u8>,
     conns: Slab<Conn>,
     rbuf: Box<[u8]>,
@@ -140,6 +145,7 @@ fn main() {
     let mut server = Server {
         kind: args.kind,
         work: Duration::from_nanos(args.work_ns),
+        read_budget: args.read_budget.max(1),
         body: proto::make_body(args.body),
         conns: Slab::with_capacity(1024),
         rbuf: vec![0u8; READ_BUF].into_boxed_slice(),
@@ -234,9 +240,9 @@ impl Server {
     }
 
     fn turn(&mut self, key: usize) -> Turn {
-        let Server { kind, work, body, conns, rbuf, obuf } = self;
+        let Server { kind, work, read_budget, body, conns, rbuf, obuf } = self;
         let Some(conn) = conns.get_mut(key) else { return Turn::Wait };
-        let mut budget = READ_BUDGET;
+        let mut budget = *read_budget;
         loop {
             if conn.out_pos < conn.out.len() {
                 match write_some(&mut conn.stream, &conn.out[conn.out_pos..]) {
