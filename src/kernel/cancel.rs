@@ -71,6 +71,12 @@ pub(crate) struct ScopeNode {
     relative: Cell<Option<Duration>>,
     state: Cell<State>,
     cancelled_caught: Cell<bool>,
+    /// Set once a checkpoint inside this scope has reported `Cancelled`
+    /// while the scope was cancelled (and no shield stood between). Never
+    /// cleared. Lets a layer above tell "cancelled and it noticed" from
+    /// "cancelled after it had already finished its work" even when the
+    /// body swallowed the error (`GracefulShutdown`'s report).
+    cancel_seen: Cell<bool>,
     parent: RefCell<Option<Rc<ScopeNode>>>,
     /// `Rc::as_ptr` of `parent`, for the cheap misnesting check.
     parent_ptr: Cell<*const ScopeNode>,
@@ -94,6 +100,7 @@ impl ScopeNode {
             relative: Cell::new(None),
             state: Cell::new(state),
             cancelled_caught: Cell::new(false),
+            cancel_seen: Cell::new(false),
             parent: RefCell::new(None),
             parent_ptr: Cell::new(std::ptr::null()),
             parent_reg: Cell::new(usize::MAX),
@@ -101,6 +108,31 @@ impl ScopeNode {
             owner: Cell::new(TaskId::NONE),
             tasks: RefCell::new(Slab::new()),
             timer: Cell::new(None),
+        }
+    }
+
+    /// Records that a checkpoint under `self` (the current status) is
+    /// reporting `Cancelled`: marks every cancelled scope on the chain up to
+    /// the first shield. Off the hot path: only called when the answer is
+    /// already "cancelled".
+    #[cold]
+    pub(crate) fn note_cancel_seen(&self) {
+        // Marks `node`; true when a shield stops the walk.
+        fn mark(node: &ScopeNode) -> bool {
+            if node.cancel_called.get() {
+                node.cancel_seen.set(true);
+            }
+            node.shield.get()
+        }
+        if mark(self) {
+            return;
+        }
+        let mut next = self.parent.borrow().clone();
+        while let Some(node) = next {
+            if mark(&node) {
+                return;
+            }
+            next = node.parent.borrow().clone();
         }
     }
 
@@ -419,6 +451,12 @@ impl CancelScope {
             }
         }
         n.cancel_called.get()
+    }
+
+    /// Whether a checkpoint inside the scope has reported its cancellation
+    /// (whether or not the body then passed the error on).
+    pub(crate) fn cancel_seen(&self) -> bool {
+        self.node.cancel_seen.get()
     }
 
     /// Whether the scope caught a `Cancelled` when its body finished.

@@ -232,7 +232,12 @@ impl Core {
         // SAFETY: see `cancel.rs` ("Why current_status is valid"): a
         // non-null current_status points to a node kept alive by the task
         // slot or the scope future being polled.
-        unsafe { (*p).effectively_cancelled.get() }
+        let node = unsafe { &*p };
+        let cancelled = node.effectively_cancelled.get();
+        if cancelled {
+            node.note_cancel_seen();
+        }
+        cancelled
     }
 
     /// Cancel checks made so far in this run (`testing::assert_checkpoints`).

@@ -386,18 +386,20 @@ where
         Some(sd) => {
             let member = sd.join();
             let out = member.scope.run(async { Ok::<_, Cancelled>(fut.await.into_task_result()) }).await;
+            // A connection that noticed the grace deadline's cancellation
+            // counts as cancelled, whatever the handler then made of it
+            // (many swallow the error and return `()`). One that finished
+            // its work without reaching a checkpoint after the cancel
+            // counts as finished.
+            if member.scope.cancel_called() && member.scope.cancel_seen() {
+                sd.inner.cancelled.set(sd.inner.cancelled.get() + 1);
+            }
             match out {
                 // Cancelled at the grace deadline: the shutdown's doing, not
                 // an error of the handler or of the server.
-                Ok(Some(Err(e))) if member.scope.cancel_called() && is_cancelled_error(&*e) => {
-                    sd.inner.cancelled.set(sd.inner.cancelled.get() + 1);
-                    Ok(())
-                }
+                Ok(Some(Err(e))) if member.scope.cancel_called() && is_cancelled_error(&*e) => Ok(()),
                 Ok(Some(r)) => r,
-                Ok(None) | Err(_) => {
-                    sd.inner.cancelled.set(sd.inner.cancelled.get() + 1);
-                    Ok(())
-                }
+                Ok(None) | Err(_) => Ok(()),
             }
         }
     };
