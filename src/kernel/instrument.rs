@@ -82,13 +82,16 @@ pub struct TaskInfo {
 }
 
 fn info(core: &Core, id: TaskId) -> Option<TaskInfo> {
-    let tasks = core.tasks.borrow();
-    let slot = tasks.get(id.key()).filter(|s| s.gen == id.gen())?;
+    let h = core.live_header(id)?;
+    let name = match h.named.get() {
+        true => core.names.borrow().get(&id.key()).map(|n| n.to_string()).unwrap_or_default(),
+        false => h.type_name().to_string(),
+    };
     Some(TaskInfo {
         id,
-        name: slot.name.to_string(),
-        parent: Some(slot.parent).filter(|p| *p != TaskId::NONE),
-        waiting_on: slot.waiting_on,
+        name,
+        parent: Some(h.root().task_parent()).filter(|p| *p != TaskId::NONE),
+        waiting_on: core.waiting_names.borrow()[h.waiting_on.get() as usize],
     })
 }
 
@@ -119,7 +122,8 @@ pub fn current_task() -> TaskInfo {
 /// ```
 pub fn task_tree() -> Vec<TaskInfo> {
     let core = Core::current();
-    let ids: Vec<TaskId> = core.tasks.borrow().iter().map(|(k, s)| TaskId::new(k, s.gen)).collect();
+    // SAFETY: slab entries point to live headers (see `Core::tasks`).
+    let ids: Vec<TaskId> = core.tasks.borrow().iter().map(|(_, h)| unsafe { h.as_ref() }.id).collect();
     let mut out: Vec<TaskInfo> = ids.into_iter().filter_map(|id| info(core, id)).collect();
     out.sort_by_key(|t| (t.id.key(), t.id.gen()));
     out
