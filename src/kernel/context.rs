@@ -78,7 +78,7 @@ impl Drop for ContextGuard<'_> {
         // A destructor above may have spawned a task: `release` drops the
         // future of any that is left.
         let tasks = std::mem::take(&mut *self.core.tasks.borrow_mut());
-        self.core.names.borrow_mut().clear();
+        self.core.owned_names.borrow_mut().clear();
         for (_, t) in tasks {
             // SAFETY: runtime thread; the task left the slab (taken above),
             // whose entry held the count we give back.

@@ -37,7 +37,7 @@ use crate::kernel::parking_lot::Lot;
 use crate::kernel::remote::Shared;
 use crate::kernel::rng::Rng;
 use crate::kernel::run_local::RunLocals;
-use crate::kernel::task::{self, Header, TaskId};
+use crate::kernel::task::{self, Header, Interner, TaskId};
 use crate::kernel::timers::{TimerAction, Timers};
 
 /// Everything the runtime owns. Lives on `run`'s stack frame (boxed, so its
@@ -52,17 +52,19 @@ pub(crate) struct Core {
     /// alive while the entry is there). Borrowed only briefly, never across
     /// a poll.
     pub(super) tasks: RefCell<Slab<NonNull<Header>>>,
-    /// The names of tasks spawned with one (`start_soon_named`, system
-    /// tasks), by `TaskId::key`; a task not here (its header's `named` is
-    /// false) is named after its future's type. Touched only by spawning
-    /// and removing named tasks and by the task tree.
-    pub(super) names: RefCell<HashMap<usize, Cow<'static, str>>>,
+    /// Task names given as `&'static str` (`start_soon_named("...")`,
+    /// system tasks), so a header keeps a `u16` index (`Header::name`);
+    /// entry 0 stands for "the future's type". At most 1024.
+    pub(super) static_names: Interner,
+    /// The other given names (owned strings, or static ones once
+    /// `static_names` is full), by `TaskId::key`; their headers' `name` is
+    /// `NAME_OWNED`. Touched only when such tasks spawn and exit, and by
+    /// the task tree.
+    pub(super) owned_names: RefCell<HashMap<usize, Cow<'static, str>>>,
     /// The distinct strings tasks have blocked on, so a header keeps a
-    /// one-byte index (`Header::waiting_on`); entry 0 is "". At most 256.
-    pub(super) waiting_names: RefCell<Vec<&'static str>>,
-    /// The last string interned in `waiting_names` and its index: a task
-    /// usually blocks on the same thing as the one before.
-    pub(super) last_waiting: Cell<(&'static str, u8)>,
+    /// one-byte index (`Header::waiting_on`); entry 0 is "". At most 256
+    /// (a task blocking on a 257th shows "").
+    pub(super) waiting_names: Interner,
     /// The generation given to the last spawned task; wraps.
     pub(super) next_gen: Cell<u32>,
     /// The next pass's batch: tasks made runnable since the current pass
@@ -172,27 +174,6 @@ impl Core {
         self.header(id.key()).filter(|h| h.id == id)
     }
 
-    /// `what`'s index in `waiting_names` (added if new; the last index
-    /// stands for any string beyond 255).
-    pub(super) fn intern_waiting(&self, what: &'static str) -> u8 {
-        let (last, i) = self.last_waiting.get();
-        if std::ptr::eq(last, what) {
-            return i;
-        }
-        let mut names = self.waiting_names.borrow_mut();
-        let i = match names.iter().position(|n| *n == what) {
-            Some(i) => i,
-            None if names.len() < 256 => {
-                names.push(what);
-                names.len() - 1
-            }
-            None => 255,
-        };
-        let i = i as u8;
-        self.last_waiting.set((what, i));
-        i
-    }
-
     fn next_gen(&self) -> u32 {
         let g = self.next_gen.get().wrapping_add(1);
         self.next_gen.set(g);
@@ -206,8 +187,8 @@ impl Core {
         // SAFETY: the entry held the runtime's count, which we now own.
         let header = unsafe { ptr.as_ref() };
         header.root().unregister_task(header.root_reg.get(), self);
-        if header.named.get() {
-            self.names.borrow_mut().remove(&id.key());
+        if header.name.get() == task::NAME_OWNED {
+            self.owned_names.borrow_mut().remove(&id.key());
         }
         if !self.lot_breakers.borrow().is_empty() {
             crate::kernel::parking_lot::run_breakers(self, id);
@@ -360,8 +341,7 @@ impl Core {
         let h = unsafe { header.as_ref() };
         h.root_reg.set(root_reg);
         if let Some(name) = name {
-            h.named.set(true);
-            self.names.borrow_mut().insert(id.key(), name);
+            h.name.set(self.name_index(id, name));
         }
         entry.insert(header);
         drop(tasks);
@@ -371,6 +351,17 @@ impl Core {
             self.each_instrument(|i| i.task_scheduled(id));
         }
         id
+    }
+
+    /// What a task's header keeps of its given name (see `static_names`).
+    fn name_index(&self, id: TaskId, name: Cow<'static, str>) -> u16 {
+        if let Cow::Borrowed(s) = name {
+            if let Some(i) = self.static_names.index(s) {
+                return i as u16;
+            }
+        }
+        self.owned_names.borrow_mut().insert(id.key(), name);
+        task::NAME_OWNED
     }
 
     /// Spawns a *system task*: one that belongs to the run itself rather

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::kernel::task::TaskId;
+use crate::kernel::task::{self, TaskId};
 use crate::kernel::Core;
 
 /// Hooks into the runtime's life. Every method has an empty default; install
@@ -83,15 +83,16 @@ pub struct TaskInfo {
 
 fn info(core: &Core, id: TaskId) -> Option<TaskInfo> {
     let h = core.live_header(id)?;
-    let name = match h.named.get() {
-        true => core.names.borrow().get(&id.key()).map(|n| n.to_string()).unwrap_or_default(),
-        false => h.type_name().to_string(),
+    let name = match h.name.get() {
+        task::NAME_OF_TYPE => h.type_name().to_string(),
+        task::NAME_OWNED => core.owned_names.borrow().get(&id.key()).map(|n| n.to_string()).unwrap_or_default(),
+        i => core.static_names.get(i as usize).to_string(),
     };
     Some(TaskInfo {
         id,
         name,
         parent: Some(h.root().task_parent()).filter(|p| *p != TaskId::NONE),
-        waiting_on: core.waiting_names.borrow()[h.waiting_on.get() as usize],
+        waiting_on: core.waiting_names.get(h.waiting_on.get() as usize),
     })
 }
 

@@ -24,7 +24,7 @@ use crate::kernel::io::driver::Driver;
 use crate::kernel::remote::Shared;
 use crate::kernel::rng::Rng;
 use crate::kernel::run_local::RunLocals;
-use crate::kernel::task::{MainTask, TaskId};
+use crate::kernel::task::{Interner, MainTask, TaskId};
 use crate::kernel::timers::Timers;
 use crate::kernel::Core;
 
@@ -118,9 +118,9 @@ impl Builder {
         let seed = self.seed.unwrap_or_else(Rng::seed_from_env_or_entropy);
         let core = Box::new(Core {
             tasks: RefCell::new(Slab::new()),
-            names: RefCell::new(HashMap::new()),
-            waiting_names: RefCell::new(vec![""]),
-            last_waiting: Cell::new(("", 0)),
+            static_names: Interner::new("", 1024),
+            owned_names: RefCell::new(HashMap::new()),
+            waiting_names: Interner::new("", 256),
             next_gen: Cell::new(0),
             runq: RefCell::new(Vec::new()),
             current_task: Cell::new(TaskId::NONE),

@@ -154,7 +154,7 @@ impl Core {
         } else {
             let w = self.waiting_on.get();
             if !w.is_empty() {
-                header.waiting_on.set(self.intern_waiting(w));
+                header.waiting_on.set(self.waiting_names.index(w).unwrap_or(0) as u8);
             }
         }
     }

@@ -42,14 +42,14 @@
 //! by the runtime thread (a `Cell`), and `remote_scheduled`, swapped by other
 //! threads so that each task sits in the remote queue at most once.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::rc::Rc;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
@@ -103,7 +103,8 @@ pub(crate) struct Vtable {
     pub(crate) type_name: fn() -> &'static str,
 }
 
-/// The fixed-size front of every task allocation: 48 bytes.
+/// The fixed-size front of every task allocation: 48 bytes (a test below
+/// keeps it so).
 ///
 /// `refs`, `vtable`, `shared`, `id` and `remote_scheduled` may be read from
 /// any thread holding a waker; every other field is touched only by the
@@ -111,7 +112,18 @@ pub(crate) struct Vtable {
 #[repr(C)]
 pub(crate) struct Header {
     /// Wakers alive, plus one while the runtime holds the task.
-    refs: AtomicUsize,
+    refs: AtomicU32,
+    /// The task's name: [`NAME_OF_TYPE`] (its future's type, from the
+    /// vtable), [`NAME_OWNED`] (in `Core::owned_names`), or an index into
+    /// `Core::static_names`. Runtime thread only.
+    pub(super) name: Cell<u16>,
+    /// True from the moment the task is queued until the step that runs it
+    /// begins. Runtime thread only.
+    pub(crate) scheduled: Cell<bool>,
+    /// True while the task sits in `Shared::remote`; swapped by remote
+    /// wakers (Release) and by the runtime when it drains (Acquire), so what
+    /// the waking thread wrote is visible to the task's next poll.
+    pub(crate) remote_scheduled: AtomicBool,
     vtable: &'static Vtable,
     /// The run's `Shared`. Not an owning pointer while the runtime holds the
     /// task (the run, which owns an `Arc<Shared>`, outlives that); owns one
@@ -122,28 +134,72 @@ pub(crate) struct Header {
     /// or its own root while being `start`ed); owns one `Rc` count, given
     /// back in [`release`].
     root: Cell<*const ScopeNode>,
-    /// True from the moment the task is queued until the step that runs it
-    /// begins. Runtime thread only.
-    pub(crate) scheduled: Cell<bool>,
-    /// True while the task sits in `Shared::remote`; swapped by remote
-    /// wakers (Release) and by the runtime when it drains (Acquire), so what
-    /// the waking thread wrote is visible to the task's next poll.
-    pub(crate) remote_scheduled: AtomicBool,
-    /// Whether the future is still there (not completed nor torn down).
-    future_live: Cell<bool>,
-    /// Whether the task has a given name in `Core::names`.
-    pub(super) named: Cell<bool>,
     /// This task's index in `root`'s task list.
     pub(super) root_reg: Cell<u32>,
+    /// Whether the future is still there (not completed nor torn down).
+    future_live: Cell<bool>,
     /// What the task last blocked on: an index into `Core::waiting_names`
     /// (0 is "").
     pub(super) waiting_on: Cell<u8>,
+}
+
+/// `Header::name` of a task named after its future's type.
+pub(super) const NAME_OF_TYPE: u16 = 0;
+/// `Header::name` of a task whose name is in `Core::owned_names`.
+pub(super) const NAME_OWNED: u16 = u16::MAX;
+
+/// Distinct `&'static str`s, so a header can keep a small index instead of
+/// a 16-byte reference. Repeated look-ups of one string (a server naming
+/// every connection task alike) hit a one-entry cache: two compares.
+pub(super) struct Interner {
+    list: RefCell<Vec<&'static str>>,
+    last: Cell<(&'static str, usize)>,
+    /// Most entries kept; a linear search happens only on a cache miss.
+    cap: usize,
+}
+
+impl Interner {
+    /// An interner whose entry 0 is `first`.
+    pub(super) fn new(first: &'static str, cap: usize) -> Interner {
+        Interner { list: RefCell::new(vec![first]), last: Cell::new((first, 0)), cap }
+    }
+
+    /// `s`'s index, added if new; `None` if the table is full.
+    #[inline]
+    pub(super) fn index(&self, s: &'static str) -> Option<usize> {
+        let (last, i) = self.last.get();
+        if std::ptr::eq(last, s) {
+            return Some(i);
+        }
+        self.index_slow(s)
+    }
+
+    #[inline(never)]
+    fn index_slow(&self, s: &'static str) -> Option<usize> {
+        let mut list = self.list.borrow_mut();
+        let i = match list.iter().position(|n| *n == s) {
+            Some(i) => i,
+            None if list.len() < self.cap => {
+                list.push(s);
+                list.len() - 1
+            }
+            None => return None,
+        };
+        self.last.set((s, i));
+        Some(i)
+    }
+
+    /// The string at `i` (which `index` returned).
+    pub(super) fn get(&self, i: usize) -> &'static str {
+        self.list.borrow().get(i).copied().unwrap_or("")
+    }
 }
 
 // SAFETY: other threads reach a header only through a waker, and then touch
 // only `refs`, `remote_scheduled` (atomics), and `vtable`, `shared` and `id`
 // (written once before the task is published, never changed). The `Cell`
 // fields are read and written only by the runtime thread (see each field).
+// (`Interner` is not in the header.)
 unsafe impl Sync for Header {}
 // SAFETY: as for `Sync`: a header moved (as a pointer) to another thread is
 // only used through the thread-safe fields there.
@@ -260,16 +316,16 @@ impl<F: Future<Output = ()> + 'static, N: ?Sized + 'static> Task<F, N> {
         // future's address (nothing is zeroed or moved there).
         let future = unsafe {
             std::ptr::addr_of_mut!((*p).header).write(Header {
-                refs: AtomicUsize::new(1),
+                refs: AtomicU32::new(1),
+                name: Cell::new(NAME_OF_TYPE),
+                scheduled: Cell::new(true),
+                remote_scheduled: AtomicBool::new(false),
                 vtable: &Self::VTABLE,
                 shared: Arc::as_ptr(shared),
                 id,
                 root: Cell::new(Rc::into_raw(root)),
-                scheduled: Cell::new(true),
-                remote_scheduled: AtomicBool::new(false),
-                future_live: Cell::new(true),
-                named: Cell::new(false),
                 root_reg: Cell::new(0),
+                future_live: Cell::new(true),
                 waiting_on: Cell::new(0),
             });
             std::ptr::addr_of_mut!((*p).future).cast::<F>()
@@ -389,7 +445,7 @@ unsafe fn waker_clone(ptr: *const ()) -> RawWaker {
     let h = unsafe { &*(ptr as *const Header) };
     // Relaxed, as `Arc::clone`: a new count needs no ordering, only a
     // limit so it cannot overflow.
-    if h.refs.fetch_add(1, Ordering::Relaxed) > isize::MAX as usize {
+    if h.refs.fetch_add(1, Ordering::Relaxed) > i32::MAX as u32 {
         std::process::abort();
     }
     RawWaker::new(ptr, &WAKER_VTABLE)
@@ -438,4 +494,12 @@ pub(crate) fn main_waker(header: &Header) -> Waker {
     // SAFETY: the header is alive (the caller holds the task); the clone
     // takes the count that the returned waker's drop gives back.
     unsafe { Waker::from_raw(waker_clone(ptr)) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn header_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<super::Header>(), 48);
+    }
 }
