@@ -85,8 +85,13 @@ pub(crate) struct ScopeNode {
     children: RefCell<Slab<Weak<ScopeNode>>>,
     /// The task that entered this scope (`NONE` for roots).
     owner: Cell<TaskId>,
-    /// Tasks whose root status this is (a nursery's children).
-    tasks: RefCell<Slab<TaskId>>,
+    /// The slab keys of the tasks whose root status this is (a nursery's
+    /// children); each task's header keeps its index here (`root_reg`),
+    /// fixed up when a removal moves the last key into its place.
+    tasks: RefCell<Vec<u32>>,
+    /// The task shown as the parent of those tasks in the task tree (the
+    /// nursery's owner; `NONE` for system tasks and main).
+    task_parent: Cell<TaskId>,
     timer: Cell<Option<usize>>,
 }
 
@@ -106,7 +111,8 @@ impl ScopeNode {
             parent_reg: Cell::new(usize::MAX),
             children: RefCell::new(Slab::new()),
             owner: Cell::new(TaskId::NONE),
-            tasks: RefCell::new(Slab::new()),
+            tasks: RefCell::new(Vec::new()),
+            task_parent: Cell::new(TaskId::NONE),
             timer: Cell::new(None),
         }
     }
@@ -150,12 +156,47 @@ impl ScopeNode {
         node
     }
 
-    pub(crate) fn register_task(&self, id: TaskId) -> usize {
-        self.tasks.borrow_mut().insert(id)
+    /// Adds the task in slab slot `key`; returns its index in the list.
+    pub(crate) fn register_task(&self, key: u32) -> u32 {
+        let mut tasks = self.tasks.borrow_mut();
+        tasks.push(key);
+        (tasks.len() - 1) as u32
     }
 
-    pub(crate) fn unregister_task(&self, key: usize) {
-        self.tasks.borrow_mut().try_remove(key);
+    /// Removes the task at index `reg` (the task is leaving the slab); the
+    /// last task moves into its place, and its header learns its new index.
+    pub(crate) fn unregister_task(&self, reg: u32, core: &Core) {
+        let moved = {
+            let mut tasks = self.tasks.borrow_mut();
+            tasks.swap_remove(reg as usize);
+            tasks.get(reg as usize).copied()
+        };
+        if let Some(key) = moved {
+            if let Some(h) = core.header(key as usize) {
+                h.root_reg.set(reg);
+            }
+        }
+    }
+
+    /// Records the parent shown for the tasks of this root (`spawn`).
+    #[inline]
+    pub(crate) fn set_task_parent(&self, parent: TaskId) {
+        debug_assert!(
+            self.tasks.borrow().is_empty() || self.task_parent.get() == parent,
+            "the tasks of one root status have one parent"
+        );
+        self.task_parent.set(parent);
+    }
+
+    /// Moves the tasks of this root under another parent (a `start`ed
+    /// task, alone in its root, moving into its nursery).
+    pub(crate) fn replace_task_parent(&self, parent: TaskId) {
+        self.task_parent.set(parent);
+    }
+
+    /// The parent shown for the tasks of this root.
+    pub(crate) fn task_parent(&self) -> TaskId {
+        self.task_parent.get()
     }
 
     fn parent_cancellation_is_visible(&self) -> bool {
@@ -333,9 +374,11 @@ impl ScopeNode {
                 if owner != TaskId::NONE {
                     core.wake_task(owner, false);
                 }
-                let tasks: Vec<TaskId> = self.tasks.borrow().iter().map(|(_, &t)| t).collect();
-                for t in tasks {
-                    core.wake_task(t, false);
+                let tasks: Vec<u32> = self.tasks.borrow().clone();
+                for key in tasks {
+                    if let Some(h) = core.header(key as usize) {
+                        h.schedule_local(core);
+                    }
                 }
             }
         }

@@ -6,9 +6,8 @@
 //! check, which every checkpoint pays.
 
 use std::cell::Cell;
-use std::sync::Arc;
 
-use crate::kernel::task::RawTask;
+use crate::kernel::task;
 use crate::kernel::Core;
 
 thread_local! {
@@ -68,14 +67,23 @@ impl Drop for ContextGuard<'_> {
     fn drop(&mut self) {
         // Drop the futures of tasks still alive (only after a panic) on this
         // thread, while their destructors can still reach the runtime.
-        let tasks: Vec<Arc<dyn RawTask>> = self.core.tasks.borrow().iter().map(|(_, s)| s.task.clone()).collect();
-        for t in &tasks {
-            // SAFETY: runtime thread, no task is being polled any more, and
-            // `tasks` holds a count on each.
-            unsafe { t.drop_future() };
+        let keys: Vec<usize> = self.core.tasks.borrow().iter().map(|(k, _)| k).collect();
+        for k in keys {
+            if let Some(h) = self.core.header(k) {
+                // SAFETY: runtime thread, no task is being polled any more,
+                // and the slab entry keeps the task alive.
+                unsafe { h.drop_future() };
+            }
         }
-        drop(tasks);
-        self.core.tasks.borrow_mut().clear();
+        // A destructor above may have spawned a task: `release` drops the
+        // future of any that is left.
+        let tasks = std::mem::take(&mut *self.core.tasks.borrow_mut());
+        self.core.owned_names.borrow_mut().clear();
+        for (_, t) in tasks {
+            // SAFETY: runtime thread; the task left the slab (taken above),
+            // whose entry held the count we give back.
+            unsafe { task::release(t) };
+        }
         // Run-scoped state of the layers above goes while the run can still
         // be reached from its destructors.
         self.core.run_locals.clear();

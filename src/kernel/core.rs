@@ -17,7 +17,9 @@
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
+use std::ptr::NonNull;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -35,36 +37,34 @@ use crate::kernel::parking_lot::Lot;
 use crate::kernel::remote::Shared;
 use crate::kernel::rng::Rng;
 use crate::kernel::run_local::RunLocals;
-use crate::kernel::task::{Header, RawTask, Task, TaskId};
+use crate::kernel::task::{self, Header, Interner, TaskId};
 use crate::kernel::timers::{TimerAction, Timers};
-
-/// One live task, as the scheduler sees it. Only the runtime thread touches
-/// this; the part other threads may touch is the task's [`Header`].
-pub(super) struct TaskSlot {
-    pub(super) task: Arc<dyn RawTask>,
-    /// Equal to `task`'s id's generation; a `TaskId` whose generation
-    /// differs names a task that has already exited.
-    pub(super) gen: u32,
-    /// The cancel status the task starts each step in (its nursery's scope,
-    /// or its own root while being `start`ed).
-    pub(super) root: Rc<ScopeNode>,
-    /// This task's key in `root`'s task list.
-    pub(super) root_reg: usize,
-    pub(super) name: Cow<'static, str>,
-    pub(super) parent: TaskId,
-    /// What the task last blocked on, for [`task_tree`](crate::task_tree).
-    pub(super) waiting_on: &'static str,
-}
 
 /// Everything the runtime owns. Lives on `run`'s stack frame (boxed, so its
 /// address is stable) and is reached through the thread-local context
 /// (`context.rs`). Only the runtime thread touches it; the one part other
 /// threads reach is `shared`.
 pub(crate) struct Core {
-    /// Every live task, by `TaskId::key`. A task is in the slab from
-    /// `spawn` until the step in which its future completes
-    /// (`remove_task`). Borrowed only briefly, never across a poll.
-    pub(super) tasks: RefCell<Slab<TaskSlot>>,
+    /// Every live task, by `TaskId::key`: a thin pointer to its header,
+    /// whose `id` has the generation. A task is in the slab from `spawn`
+    /// until the step in which its future completes (`remove_task`), and
+    /// each entry holds the runtime's count on the task (so the header is
+    /// alive while the entry is there). Borrowed only briefly, never across
+    /// a poll.
+    pub(super) tasks: RefCell<Slab<NonNull<Header>>>,
+    /// Task names given as `&'static str` (`start_soon_named("...")`,
+    /// system tasks), so a header keeps a `u16` index (`Header::name`);
+    /// entry 0 stands for "the future's type". At most 1024.
+    pub(super) static_names: Interner,
+    /// The other given names (owned strings, or static ones once
+    /// `static_names` is full), by `TaskId::key`; their headers' `name` is
+    /// `NAME_OWNED`. Touched only when such tasks spawn and exit, and by
+    /// the task tree.
+    pub(super) owned_names: RefCell<HashMap<usize, Cow<'static, str>>>,
+    /// The distinct strings tasks have blocked on, so a header keeps a
+    /// one-byte index (`Header::waiting_on`); entry 0 is "". At most 256
+    /// (a task blocking on a 257th shows "").
+    pub(super) waiting_names: Interner,
     /// The generation given to the last spawned task; wraps.
     pub(super) next_gen: Cell<u32>,
     /// The next pass's batch: tasks made runnable since the current pass
@@ -148,18 +148,30 @@ impl Core {
     /// task's remote flag, with the Acquire that makes the remote thread's
     /// writes visible.
     pub(super) fn wake_task(&self, id: TaskId, from_remote: bool) {
-        let tasks = self.tasks.borrow();
-        if let Some(slot) = tasks.get(id.key()) {
-            if slot.gen == id.gen() {
-                let header: &Header = slot.task.header();
+        if let Some(header) = self.header(id.key()) {
+            if header.id == id {
                 if from_remote {
                     header.remote_scheduled.swap(false, Ordering::Acquire);
                 }
-                let task = slot.task.clone();
-                drop(tasks);
-                task.header().schedule_local(self);
+                header.schedule_local(self);
             }
         }
+    }
+
+    /// The header of the task in slot `key`, if any. The reference is valid
+    /// until that task is removed, which happens only at the end of its
+    /// own step (or at teardown): callers use it within one call.
+    #[inline]
+    pub(super) fn header(&self, key: usize) -> Option<&Header> {
+        let ptr = self.tasks.borrow().get(key).copied()?;
+        // SAFETY: a slab entry holds the runtime's count on the task, so the
+        // header is alive while the entry is there (see `tasks`).
+        Some(unsafe { ptr.as_ref() })
+    }
+
+    /// The header of live task `id` (generation checked).
+    pub(super) fn live_header(&self, id: TaskId) -> Option<&Header> {
+        self.header(id.key()).filter(|h| h.id == id)
     }
 
     fn next_gen(&self) -> u32 {
@@ -169,17 +181,24 @@ impl Core {
     }
 
     /// Removes a finished task from the slab, breaks the lots it was the
-    /// breaker of, and tells instruments.
+    /// breaker of, tells instruments, and lets go of the task.
     pub(super) fn remove_task(&self, id: TaskId) {
-        let slot = self.tasks.borrow_mut().remove(id.key());
-        slot.root.unregister_task(slot.root_reg);
+        let ptr = self.tasks.borrow_mut().remove(id.key());
+        // SAFETY: the entry held the runtime's count, which we now own.
+        let header = unsafe { ptr.as_ref() };
+        header.root().unregister_task(header.root_reg.get(), self);
+        if header.name.get() == task::NAME_OWNED {
+            self.owned_names.borrow_mut().remove(&id.key());
+        }
         if !self.lot_breakers.borrow().is_empty() {
             crate::kernel::parking_lot::run_breakers(self, id);
         }
         if self.has_instruments.get() {
             self.each_instrument(|i| i.task_exited(id));
         }
-        drop(slot);
+        // SAFETY: runtime thread; the task left the slab above and is not
+        // used again.
+        unsafe { task::release(ptr) };
     }
 
     /// The cancel status of the code being polled.
@@ -279,18 +298,57 @@ impl Core {
 
     /// Adds a task, runnable in the next pass. `root` is the cancel status
     /// it starts each step in (its nursery's scope); `parent` is the task
-    /// shown as its parent in the task tree.
-    pub(crate) fn spawn<F>(&self, future: F, root: Rc<ScopeNode>, name: Cow<'static, str>, parent: TaskId) -> TaskId
+    /// shown as its parent in the task tree (kept on `root`: every task of
+    /// one root has the same parent); `name` is its name, or `None` for
+    /// its future's type.
+    pub(crate) fn spawn<F>(
+        &self,
+        future: F,
+        root: Rc<ScopeNode>,
+        name: Option<Cow<'static, str>>,
+        parent: TaskId,
+    ) -> TaskId
     where
         F: Future<Output = ()> + 'static,
+    {
+        // SAFETY: the closure writes the whole future.
+        unsafe { self.spawn_in_place::<F, F>(root, name, parent, |dst| dst.write(future)) }
+    }
+
+    /// Like [`spawn`](Core::spawn), but allocates the task first and lets
+    /// `init` write the future straight into it (so a large future is not
+    /// moved through every layer). Without a name, the task is named after
+    /// type `N`.
+    ///
+    /// # Safety
+    /// `init` must initialise `*dst` completely, and must not panic.
+    #[inline]
+    pub(crate) unsafe fn spawn_in_place<F, N>(
+        &self,
+        root: Rc<ScopeNode>,
+        name: Option<Cow<'static, str>>,
+        parent: TaskId,
+        init: impl FnOnce(*mut F),
+    ) -> TaskId
+    where
+        F: Future<Output = ()> + 'static,
+        N: ?Sized + 'static,
     {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let gen = self.next_gen();
         let id = TaskId::new(entry.key(), gen);
-        let task = Task::allocate(id, &self.shared, future);
-        let root_reg = root.register_task(id);
-        entry.insert(TaskSlot { task, gen, root, root_reg, name, parent, waiting_on: "" });
+        root.set_task_parent(parent);
+        let root_reg = root.register_task(id.key() as u32);
+        let (header, dst) = task::allocate::<F, N>(id, &self.shared, root);
+        init(dst);
+        // SAFETY: just allocated, and the runtime holds its count.
+        let h = unsafe { header.as_ref() };
+        h.root_reg.set(root_reg);
+        if let Some(name) = name {
+            h.name.set(self.name_index(id, name));
+        }
+        entry.insert(header);
         drop(tasks);
         self.runq.borrow_mut().push(id);
         if self.has_instruments.get() {
@@ -300,6 +358,17 @@ impl Core {
         id
     }
 
+    /// What a task's header keeps of its given name (see `static_names`).
+    fn name_index(&self, id: TaskId, name: Cow<'static, str>) -> u16 {
+        if let Cow::Borrowed(s) = name {
+            if let Some(i) = self.static_names.index(s) {
+                return i as u16;
+            }
+        }
+        self.owned_names.borrow_mut().insert(id.key(), name);
+        task::NAME_OWNED
+    }
+
     /// Spawns a *system task*: one that belongs to the run itself rather
     /// than to a nursery (Trio's `spawn_system_task`). It runs under the
     /// run's root cancel status, which is cancelled once main has returned.
@@ -307,22 +376,21 @@ impl Core {
     where
         F: Future<Output = ()> + 'static,
     {
-        self.spawn(future, self.system_scope.clone(), name, TaskId::NONE)
+        self.spawn(future, self.system_scope.clone(), Some(name), TaskId::NONE)
     }
 
     /// Shows `task` as a child of `parent` in the task tree (a `start`ed
-    /// task moving into its nursery). Does nothing if `task` has exited.
+    /// task moving into its nursery; its root status is its own). Does
+    /// nothing if `task` has exited.
     pub(crate) fn set_task_parent(&self, task: TaskId, parent: TaskId) {
-        if let Some(slot) = self.tasks.borrow_mut().get_mut(task.key()) {
-            if slot.gen == task.gen() {
-                slot.parent = parent;
-            }
+        if let Some(h) = self.live_header(task) {
+            h.root().replace_task_parent(parent);
         }
     }
 
     /// Whether task `id` is still in the slab.
     pub(crate) fn task_alive(&self, id: TaskId) -> bool {
-        self.tasks.borrow().get(id.key()).is_some_and(|s| s.gen == id.gen())
+        self.live_header(id).is_some()
     }
 
     /// Arms a timer that wakes `waker` at `deadline`; returns its key.

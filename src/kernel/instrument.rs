@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::kernel::task::TaskId;
+use crate::kernel::task::{self, TaskId};
 use crate::kernel::Core;
 
 /// Hooks into the runtime's life. Every method has an empty default; install
@@ -82,13 +82,17 @@ pub struct TaskInfo {
 }
 
 fn info(core: &Core, id: TaskId) -> Option<TaskInfo> {
-    let tasks = core.tasks.borrow();
-    let slot = tasks.get(id.key()).filter(|s| s.gen == id.gen())?;
+    let h = core.live_header(id)?;
+    let name = match h.name.get() {
+        task::NAME_OF_TYPE => h.type_name().to_string(),
+        task::NAME_OWNED => core.owned_names.borrow().get(&id.key()).map(|n| n.to_string()).unwrap_or_default(),
+        i => core.static_names.get(i as usize).to_string(),
+    };
     Some(TaskInfo {
         id,
-        name: slot.name.to_string(),
-        parent: Some(slot.parent).filter(|p| *p != TaskId::NONE),
-        waiting_on: slot.waiting_on,
+        name,
+        parent: Some(h.root().task_parent()).filter(|p| *p != TaskId::NONE),
+        waiting_on: core.waiting_names.get(h.waiting_on.get() as usize),
     })
 }
 
@@ -119,7 +123,8 @@ pub fn current_task() -> TaskInfo {
 /// ```
 pub fn task_tree() -> Vec<TaskInfo> {
     let core = Core::current();
-    let ids: Vec<TaskId> = core.tasks.borrow().iter().map(|(k, s)| TaskId::new(k, s.gen)).collect();
+    // SAFETY: slab entries point to live headers (see `Core::tasks`).
+    let ids: Vec<TaskId> = core.tasks.borrow().iter().map(|(_, h)| unsafe { h.as_ref() }.id).collect();
     let mut out: Vec<TaskInfo> = ids.into_iter().filter_map(|id| info(core, id)).collect();
     out.sort_by_key(|t| (t.id.key(), t.id.gen()));
     out

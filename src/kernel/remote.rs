@@ -47,8 +47,10 @@ pub(crate) struct Shared {
     /// remote waker that clears it must poke `waker`.
     parked: AtomicBool,
     waker: mio::Waker,
-    /// Task allocations alive (in the slab or kept by a waker).
-    pub(crate) live_allocations: AtomicUsize,
+    /// Task allocations the runtime has let go of but a waker still keeps
+    /// (detached: see `task.rs`). With the slab's length, the task
+    /// allocations alive.
+    pub(crate) detached_allocations: AtomicUsize,
 }
 
 impl Shared {
@@ -58,7 +60,7 @@ impl Shared {
             pending: AtomicBool::new(false),
             parked: AtomicBool::new(false),
             waker,
-            live_allocations: AtomicUsize::new(0),
+            detached_allocations: AtomicUsize::new(0),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +24,7 @@ use crate::kernel::io::driver::Driver;
 use crate::kernel::remote::Shared;
 use crate::kernel::rng::Rng;
 use crate::kernel::run_local::RunLocals;
-use crate::kernel::task::{MainTask, RawTask, Task, TaskId};
+use crate::kernel::task::{Interner, MainTask, TaskId};
 use crate::kernel::timers::Timers;
 use crate::kernel::Core;
 
@@ -127,6 +128,9 @@ impl Builder {
         let seed = self.seed.unwrap_or_else(Rng::seed_from_env_or_entropy);
         let core = Box::new(Core {
             tasks: RefCell::new(Slab::new()),
+            static_names: Interner::new("", 1024),
+            owned_names: RefCell::new(HashMap::new()),
+            waiting_names: Interner::new("", 256),
             next_gen: Cell::new(0),
             runq: RefCell::new(Vec::new()),
             current_task: Cell::new(TaskId::NONE),
@@ -153,23 +157,14 @@ impl Builder {
         });
         let guard = ContextGuard::enter(&core);
         core.clock.start_clock();
-        let main_task: Arc<Task<MainTask>> = {
-            let id = core.spawn(MainTask, core.system_scope.clone(), Cow::Borrowed("<main>"), TaskId::NONE);
-            core.main_id.set(id);
-            let tasks = core.tasks.borrow();
-            let raw: Arc<dyn RawTask> = tasks[id.key()].task.clone();
-            drop(tasks);
-            // SAFETY: the slot we just filled holds an `Arc<Task<MainTask>>`
-            // (spawned two lines up); this only recovers its concrete type.
-            unsafe { Arc::from_raw(Arc::into_raw(raw) as *const Task<MainTask>) }
-        };
+        let id = core.spawn(MainTask, core.system_scope.clone(), Some(Cow::Borrowed("<main>")), TaskId::NONE);
+        core.main_id.set(id);
         let main = std::pin::pin!(main);
-        let out = core.run_loop(main, &main_task);
-        drop(main_task);
+        let out = core.run_loop(main);
         let report = RunReport {
             tasks_left: core.tasks.borrow().len(),
             timers_left: core.timers.borrow().len(),
-            task_allocations_left: core.shared.live_allocations.load(Ordering::Relaxed),
+            task_allocations_left: core.tasks.borrow().len() + core.shared.detached_allocations.load(Ordering::Relaxed),
             seed,
         };
         drop(guard);

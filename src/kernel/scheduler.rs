@@ -35,12 +35,11 @@
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::kernel::remote::Job;
-use crate::kernel::task::{main_waker, Header, MainTask, RawTask, Task, TaskId};
+use crate::kernel::task::{main_waker, TaskId};
 use crate::kernel::timers::Fired;
 use crate::kernel::Core;
 
@@ -62,8 +61,9 @@ pub(crate) const IO_POLL_INTERVAL: u32 = 61;
 
 impl Core {
     /// Runs until `main` has finished and every other task with it.
-    pub(crate) fn run_loop<F: Future>(&self, mut main: Pin<&mut F>, main_task: &Arc<Task<MainTask>>) -> F::Output {
-        let waker = main_waker(main_task);
+    pub(crate) fn run_loop<F: Future>(&self, mut main: Pin<&mut F>) -> F::Output {
+        let main_id = self.main_id.get();
+        let waker = main_waker(self.live_header(main_id).expect("the main task is spawned before the loop"));
         let mut output: Option<std::thread::Result<F::Output>> = None;
         let mut batch: Vec<TaskId> = Vec::new();
         let mut scratch = Scratch::default();
@@ -84,7 +84,6 @@ impl Core {
                 }
             }
         };
-        let main_id = self.main_id.get();
         loop {
             self.collect(&mut scratch);
             std::mem::swap(&mut *self.runq.borrow_mut(), &mut batch);
@@ -119,26 +118,14 @@ impl Core {
     /// Polls one task once.
     #[inline]
     fn step(&self, id: TaskId, main_id: TaskId, poll_main: &mut impl FnMut() -> bool) {
-        let (task, root) = {
-            let tasks = self.tasks.borrow();
-            match tasks.get(id.key()) {
-                Some(slot) if slot.gen == id.gen() => (Arc::as_ptr(&slot.task), std::rc::Rc::as_ptr(&slot.root)),
-                // A stale id: the task finished after it was queued.
-                _ => return,
-            }
+        let Some(header) = self.live_header(id) else {
+            // A stale id: the task finished after it was queued.
+            return;
         };
-        // SAFETY: the slot holds an `Arc` to the task and is only removed by
-        // `remove_task` below, after the poll; the allocation does not move
-        // when the slab grows.
-        let task: &dyn RawTask = unsafe { &*task };
-        // SAFETY: every task is a `repr(C)` `Task<F>` whose first field is
-        // its `Header`, so the data pointer is the header's address. (This
-        // skips a virtual call per step.)
-        let header = unsafe { &*(task as *const dyn RawTask as *const Header) };
         // Clear before polling so a wake-up during the poll queues it again.
-        header.scheduled.store(false, std::sync::atomic::Ordering::Relaxed);
+        header.scheduled.set(false);
         self.current_task.set(id);
-        self.current_status.set(root);
+        self.current_status.set(header.root_ptr());
         self.waiting_on.set("");
         self.budget.begin_step();
         if self.has_instruments.get() {
@@ -148,8 +135,9 @@ impl Core {
             poll_main()
         } else {
             // SAFETY: runtime thread, not re-entrant (one step at a time),
-            // and the slot keeps the task alive (see above).
-            unsafe { task.poll_task() }
+            // and the slab entry keeps the task alive until `remove_task`
+            // below, after the poll.
+            unsafe { header.poll() }
         };
         self.current_status.set(std::ptr::null());
         self.current_task.set(TaskId::NONE);
@@ -166,9 +154,7 @@ impl Core {
         } else {
             let w = self.waiting_on.get();
             if !w.is_empty() {
-                if let Some(slot) = self.tasks.borrow_mut().get_mut(id.key()) {
-                    slot.waiting_on = w;
-                }
+                header.waiting_on.set(self.waiting_names.index(w).unwrap_or(0) as u8);
             }
         }
     }

@@ -14,7 +14,7 @@ pub(crate) mod open;
 pub(crate) mod start;
 
 pub use open::{open_nursery, Nursery, OpenNursery, TaskOutput};
-pub(crate) use open::{ChildTask, Link, NurseryInner, Outcome};
+pub(crate) use open::{ChildLink, ChildTask, NurseryInner, Outcome};
 pub use start::{Start, TaskStatus};
 
 /// Where a task reports that it is ready: a [`TaskStatus`] when it runs

@@ -11,6 +11,7 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -169,7 +170,7 @@ impl Nursery {
         F: Future + 'static,
         F::Output: TaskOutput,
     {
-        self.start_soon_named(std::any::type_name::<F>(), task)
+        self.spawn_child(None, task)
     }
 
     /// Like [`start_soon`](Nursery::start_soon), with a name.
@@ -178,12 +179,40 @@ impl Nursery {
         F: Future + 'static,
         F::Output: TaskOutput,
     {
+        self.spawn_child(Some(name.into()), task)
+    }
+
+    /// Spawns `task` wrapped in a `ChildTask`, copying it once: from this
+    /// call's argument straight into the new task's allocation (a future
+    /// holding a large buffer is not moved through every layer).
+    #[inline(always)]
+    fn spawn_child<F>(&self, name: Option<Cow<'static, str>>, task: F) -> Result<(), NurseryClosed>
+    where
+        F: Future + 'static,
+        F::Output: TaskOutput,
+    {
         if self.inner.closed.get() {
             return Err(NurseryClosed);
         }
+        let core = Core::current();
         self.inner.child_adopted();
-        let child = ChildTask { task, link: Link::Nursery(self.inner.clone()) };
-        Core::current().spawn(child, self.inner.scope.clone(), name.into(), self.inner.owner);
+        let link = self.inner.clone();
+        // Not dropped here: its bytes are copied into the task below.
+        let task = ManuallyDrop::new(task);
+        // SAFETY: the closure initialises both fields of the `ChildTask`
+        // and cannot panic; `task` is copied exactly once and never used or
+        // dropped here afterwards (ManuallyDrop), so it has one owner.
+        unsafe {
+            core.spawn_in_place::<ChildTask<F, Rc<NurseryInner>>, F>(
+                self.inner.scope.clone(),
+                name,
+                self.inner.owner,
+                |dst| {
+                    std::ptr::copy_nonoverlapping(&*task as *const F, std::ptr::addr_of_mut!((*dst).task), 1);
+                    std::ptr::addr_of_mut!((*dst).link).write(link);
+                },
+            )
+        };
         Ok(())
     }
 
@@ -199,25 +228,32 @@ impl Nursery {
     }
 }
 
-/// Where a child reports how it ended.
-pub(crate) enum Link {
-    Nursery(Rc<NurseryInner>),
-    Start(Rc<dyn crate::nursery::start::StartLink>),
+/// Where a child reports how it ended: its nursery, or the `start` call
+/// that is starting it.
+pub(crate) trait ChildLink {
+    fn child_finished(&self, outcome: Outcome);
+}
+
+impl ChildLink for Rc<NurseryInner> {
+    fn child_finished(&self, outcome: Outcome) {
+        NurseryInner::child_finished(self, outcome);
+    }
 }
 
 pin_project! {
     /// A child's future, wrapped to catch its panic and report its outcome.
-    pub(crate) struct ChildTask<F> {
+    pub(crate) struct ChildTask<F, L> {
         #[pin]
         pub(crate) task: F,
-        pub(crate) link: Link,
+        pub(crate) link: L,
     }
 }
 
-impl<F> Future for ChildTask<F>
+impl<F, L> Future for ChildTask<F, L>
 where
     F: Future,
     F::Output: TaskOutput,
+    L: ChildLink,
 {
     type Output = ();
 
@@ -232,10 +268,7 @@ where
             },
             Err(panic) => Outcome::Panic(panic),
         };
-        match this.link {
-            Link::Nursery(n) => n.child_finished(outcome),
-            Link::Start(s) => s.child_finished(outcome),
-        }
+        this.link.child_finished(outcome);
         Poll::Ready(())
     }
 }

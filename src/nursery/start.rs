@@ -7,7 +7,6 @@
 //! `start` itself (rule N10). `started` moves that root node under the
 //! target nursery's scope; from then on the child is the nursery's (N9).
 
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::panic::resume_unwind;
@@ -21,7 +20,7 @@ use crate::kernel::cancel::{current_status_rc, ScopeNode};
 use crate::kernel::error::{BoxError, Cancelled, NurseryClosed, StartError};
 use crate::kernel::task::TaskId;
 use crate::kernel::Core;
-use crate::nursery::{ChildTask, Link, Nursery, NurseryInner, Outcome, TaskOutput};
+use crate::nursery::{ChildLink, ChildTask, Nursery, NurseryInner, Outcome, TaskOutput};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
@@ -57,6 +56,12 @@ impl<V> StartShared<V> {
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
         }
+    }
+}
+
+impl<V> ChildLink for Rc<StartShared<V>> {
+    fn child_finished(&self, outcome: Outcome) {
+        StartLink::child_finished(&**self, outcome);
     }
 }
 
@@ -218,10 +223,17 @@ where
                 });
                 let spawn = this.spawn.take().expect("start spawn function taken twice");
                 let task = spawn(TaskStatus { shared: shared.clone() });
-                let link: Rc<dyn StartLink> = shared.clone();
-                let child = ChildTask { task, link: Link::Start(link) };
-                let name = Cow::Borrowed(std::any::type_name::<F>());
-                let id = core.spawn(child, shared.root.clone(), name, core.current_task());
+                let child = ChildTask { task, link: shared.clone() };
+                // SAFETY: the closure writes the whole future (named after
+                // the started future's type, `F`).
+                let id = unsafe {
+                    core.spawn_in_place::<ChildTask<F, Rc<StartShared<V>>>, F>(
+                        shared.root.clone(),
+                        None,
+                        core.current_task(),
+                        |dst| dst.write(child),
+                    )
+                };
                 shared.task.set(id);
                 *this.shared = Some(shared.clone());
                 shared

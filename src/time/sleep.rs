@@ -52,7 +52,7 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 /// assert_eq!(r, Ok(None));
 /// ```
 pub fn sleep_forever() -> SleepForever {
-    SleepForever { inner: sleep_until(Instant::FAR_FUTURE) }
+    SleepForever { done: false }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,21 +157,27 @@ impl Drop for Sleep {
     }
 }
 
-/// The future of [`sleep_forever`].
+/// The future of [`sleep_forever`]: a `sleep_until(Instant::FAR_FUTURE)`
+/// that needs no timer, so it keeps only its state (one byte, which is
+/// what a parked task's future costs when it parks on this).
 #[derive(Debug)]
 #[must_use = "a sleep does nothing unless awaited"]
 pub struct SleepForever {
-    inner: Sleep,
+    done: bool,
 }
 
 impl Future for SleepForever {
     type Output = Result<Infallible, Cancelled>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.inner).poll(cx) {
-            Poll::Ready(Err(c)) => Poll::Ready(Err(c)),
-            Poll::Ready(Ok(())) => unreachable!("a sleep with no deadline never completes"),
-            Poll::Pending => Poll::Pending,
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        assert!(!self.done, "sleep polled after completion");
+        let core = Core::current();
+        // Cancellation wakes the whole task (rule C15): no waker to keep.
+        if core.is_cancelled() {
+            self.done = true;
+            return Poll::Ready(Err(Cancelled));
         }
+        core.set_waiting_on("sleep");
+        Poll::Pending
     }
 }
