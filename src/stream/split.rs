@@ -149,7 +149,7 @@ pub struct ReceiveHalf<S: Stream> {
 /// [`SendEof`] when the stream is half-closeable.
 ///
 /// ```
-/// use trioxide::{run, split, BoxError, SendEof};
+/// use trioxide::{run, split, BoxError};
 /// use trioxide::UnixStream;
 ///
 /// run(async {
