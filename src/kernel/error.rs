@@ -74,13 +74,12 @@ impl StdError for TooSlow {}
 /// ```
 /// use trioxide::{run, open_nursery, MultiError};
 /// let res = run(open_nursery(|n| async move {
-///     n.start_soon(async { Err::<(), _>("first") })?;
-///     n.start_soon(async { Err::<(), _>("second") })?;
-///     Ok::<_, trioxide::BoxError>(())
+///     n.start_soon(async { Err::<(), _>("the child's") })?;
+///     Err::<(), trioxide::BoxError>("the body's".into()) // first: the child has not run yet
 /// }));
 /// let err: MultiError = res.unwrap_err();
 /// assert_eq!(err.len(), 2);
-/// assert_eq!(err.to_string(), "2 errors:\n  [0] first\n  [1] second");
+/// assert_eq!(err.to_string(), "2 errors:\n  [0] the body's\n  [1] the child's");
 /// ```
 ///
 /// Cancellations of an outer scope travel inside it too; the scope that was
