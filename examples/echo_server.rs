@@ -10,7 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use trioxide::{open_nursery, serve_tcp, BoxError, TcpStream};
+use trioxide::{is_cancelled_error, open_nursery, serve_tcp, BoxError, TcpStream};
 
 #[path = "common/args.rs"]
 mod args;
@@ -26,7 +26,11 @@ async fn echo(stream: TcpStream, work: Duration) {
     loop {
         buf.clear();
         let n = match stream.receive_into(&mut buf).await {
-            Ok(0) | Err(_) => return, // end of stream, reset, or cancelled
+            Ok(0) => return, // the client closed
+            // The server is stopping (Ctrl-C): an io::Error of kind Other
+            // holding Cancelled. Returning lets the server's scope catch it.
+            Err(e) if is_cancelled_error(&e) => return,
+            Err(_) => return, // reset by the client: nothing to tell anyone
             Ok(n) => n,
         };
         if !work.is_zero() {

@@ -45,12 +45,14 @@ pub use net::serve::{
     open_tcp_listeners, serve_listeners, serve_tcp, GracefulShutdown, LocalAddr, Server, ShutdownReport,
     ACCEPT_RETRY_DELAY,
 };
-pub use net::tcp::{TcpListener, TcpStream, ACCEPT_BATCH};
+pub use net::tcp::{TcpListener, TcpReceiveHalf, TcpSendHalf, TcpStream, ACCEPT_BATCH};
 pub use net::udp::UdpSocket;
-pub use net::unix::{UnixListener, UnixStream};
+pub use net::unix::{UnixListener, UnixReceiveHalf, UnixSendHalf, UnixStream};
 pub use nursery::{
     open_nursery, Nursery, OpenNursery, Start, Started, TaskOutput, TaskStatus, TaskStatusIgnored, TASK_STATUS_IGNORED,
 };
+pub use stream::buffered::{BufferedReceiveStream, FrameTooLong};
+pub use stream::split::{split, ReceiveHalf, ReuniteError, SendHalf};
 pub use stream::stapled::StapledStream;
 pub use stream::{HalfCloseableStream, Listener, ReceiveStream, Resource, SendEof, SendStream, Stream};
 pub use sync::{CapacityLimiter, Condition, Event, Lock, Semaphore};

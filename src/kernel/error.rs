@@ -5,10 +5,24 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-/// A boxed error of any kind, as carried by nurseries.
+/// A boxed error of any kind, as carried by nurseries and [`MultiError`].
 ///
-/// Tasks are not `Send` in trioxide, so neither are their errors.
-pub type BoxError = Box<dyn StdError + 'static>;
+/// `Send + Sync` like the error types of the rest of the ecosystem
+/// (`anyhow::Error`, `Box<dyn Error + Send + Sync>`), so `?` turns a
+/// trioxide result into either. Tasks are not `Send`, but their errors may
+/// outlive the run and cross threads (a `main` returning `anyhow::Result`,
+/// a log shipped to another thread).
+///
+/// ```
+/// fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+///     let out = trioxide::run(trioxide::open_nursery(|_n| async {
+///         Ok::<_, trioxide::BoxError>(7)
+///     }))?; // MultiError into Box<dyn Error + Send + Sync>
+///     assert_eq!(out, Some(7));
+///     Ok(())
+/// }
+/// ```
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// Delivered at a checkpoint when the task's cancel status is cancelled.
 ///
@@ -54,48 +68,162 @@ impl StdError for TooSlow {}
 /// Every error of a nursery: the body's and each child's, in the order they
 /// happened. None is dropped.
 ///
+/// It prints one line per error, numbered; a nested `MultiError` (from an
+/// inner nursery) is indented under its line:
+///
 /// ```
 /// use trioxide::{run, open_nursery, MultiError};
 /// let res = run(open_nursery(|n| async move {
-///     n.start_soon(async { Err::<(), _>("first") })?;
-///     n.start_soon(async { Err::<(), _>("second") })?;
-///     Ok::<_, trioxide::BoxError>(())
+///     n.start_soon(async { Err::<(), _>("the child's") })?;
+///     Err::<(), trioxide::BoxError>("the body's".into()) // first: the child has not run yet
 /// }));
 /// let err: MultiError = res.unwrap_err();
-/// let msgs: Vec<String> = err.errors().iter().map(|e| e.to_string()).collect();
-/// assert_eq!(msgs.len(), 2);
+/// assert_eq!(err.len(), 2);
+/// assert_eq!(err.to_string(), "2 errors:\n  [0] the body's\n  [1] the child's");
 /// ```
+///
+/// Cancellations of an outer scope travel inside it too; the scope that was
+/// cancelled removes them itself, but a handler that logs errors can drop
+/// them first with [`without_cancellations`](MultiError::without_cancellations)
+/// (or split them off with [`Cancellation::split_cancelled`]).
 #[derive(Debug, Default)]
 pub struct MultiError {
     errors: Vec<BoxError>,
 }
 
 impl MultiError {
-    pub(crate) fn new(errors: Vec<BoxError>) -> Self {
+    /// A group of errors, in the order given.
+    ///
+    /// ```
+    /// use trioxide::{MultiError, Cancelled};
+    /// let m = MultiError::new(vec!["boom".into(), Box::new(Cancelled)]);
+    /// assert_eq!(m.len(), 2);
+    /// ```
+    pub fn new(errors: Vec<BoxError>) -> Self {
         MultiError { errors }
     }
 
     /// The errors, in the order they were reported.
+    ///
+    /// ```
+    /// let m = trioxide::MultiError::new(vec!["a".into()]);
+    /// assert_eq!(m.errors()[0].to_string(), "a");
+    /// ```
     pub fn errors(&self) -> &[BoxError] {
         &self.errors
     }
 
     /// Takes the errors out.
+    ///
+    /// ```
+    /// let m = trioxide::MultiError::new(vec!["a".into(), "b".into()]);
+    /// assert_eq!(m.into_errors().len(), 2);
+    /// ```
     pub fn into_errors(self) -> Vec<BoxError> {
         self.errors
     }
 
+    /// How many errors the group holds (a nested group counts as one).
+    ///
+    /// ```
+    /// assert_eq!(trioxide::MultiError::new(vec!["a".into()]).len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// True when the group holds no error.
+    ///
+    /// ```
+    /// assert!(trioxide::MultiError::default().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
     /// True when every error in the group is a cancellation.
+    ///
+    /// ```
+    /// use trioxide::{MultiError, Cancelled};
+    /// assert!(MultiError::new(vec![Box::new(Cancelled)]).is_cancelled());
+    /// assert!(!MultiError::new(vec![Box::new(Cancelled), "boom".into()]).is_cancelled());
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         !self.errors.is_empty() && self.errors.iter().all(|e| is_cancelled_error(e.as_ref()))
+    }
+
+    /// The group without its cancellations (nested groups, `io::Error`s and
+    /// source chains included, as [`is_cancelled_error`] sees them), or
+    /// `None` if nothing else was in it. Use it before logging or reporting
+    /// the errors of a nursery that was also cancelled from outside.
+    ///
+    /// ```
+    /// use trioxide::{MultiError, Cancelled};
+    /// let m = MultiError::new(vec![
+    ///     Box::new(Cancelled),
+    ///     "disk full".into(),
+    ///     Box::new(std::io::Error::from(Cancelled)),
+    /// ]);
+    /// let rest = m.without_cancellations().expect("one real error");
+    /// assert_eq!(rest.to_string(), "1 error:\n  [0] disk full");
+    /// assert!(MultiError::new(vec![Box::new(Cancelled)]).without_cancellations().is_none());
+    /// ```
+    #[must_use = "without_cancellations returns the remaining errors; it does not change `self`"]
+    pub fn without_cancellations(self) -> Option<MultiError> {
+        self.split_cancelled().1
+    }
+
+    /// Iterates over the errors, in order.
+    ///
+    /// ```
+    /// let m = trioxide::MultiError::new(vec!["a".into(), "b".into()]);
+    /// let s: Vec<String> = m.iter().map(|e| e.to_string()).collect();
+    /// assert_eq!(s, ["a", "b"]);
+    /// ```
+    pub fn iter(&self) -> std::slice::Iter<'_, BoxError> {
+        self.errors.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a MultiError {
+    type Item = &'a BoxError;
+    type IntoIter = std::slice::Iter<'a, BoxError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.iter()
+    }
+}
+
+impl IntoIterator for MultiError {
+    type Item = BoxError;
+    type IntoIter = std::vec::IntoIter<BoxError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.into_iter()
+    }
+}
+
+impl FromIterator<BoxError> for MultiError {
+    fn from_iter<I: IntoIterator<Item = BoxError>>(iter: I) -> Self {
+        MultiError { errors: iter.into_iter().collect() }
     }
 }
 
 impl fmt::Display for MultiError {
+    /// `N errors:` then one line per error, `  [i] message`. Lines after the
+    /// first of a message (a nested `MultiError`, or any multi-line error)
+    /// are indented to sit under it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} error(s) in nursery", self.errors.len())?;
+        let n = self.errors.len();
+        write!(f, "{n} error{}", if n == 1 { "" } else { "s" })?;
+        if n > 0 {
+            f.write_str(":")?;
+        }
         for (i, e) in self.errors.iter().enumerate() {
-            write!(f, "{}[{}] {}", if i == 0 { ": " } else { "; " }, i, e)?;
+            let text = e.to_string();
+            let mut lines = text.split('\n');
+            write!(f, "\n  [{i}] {}", lines.next().unwrap_or(""))?;
+            for line in lines {
+                write!(f, "\n    {line}")?;
+            }
         }
         Ok(())
     }
@@ -255,8 +383,10 @@ impl StdError for InvalidTime {}
 /// A scope that was cancelled catches its own `Cancelled`: it splits the
 /// error its body returned and, if nothing but cancellation is left, reports
 /// that it moved on (Trio's `exc.split(Cancelled)`). Implemented for
-/// [`Cancelled`], [`MultiError`], [`BoxError`] and [`std::io::Error`];
-/// implement it for your own error type to use it with cancel scopes.
+/// [`Cancelled`], [`MultiError`], [`BoxError`] (and `Box<dyn Error>`,
+/// `Box<dyn Error + Send>`), [`std::io::Error`] and, with the default
+/// feature `anyhow`, `anyhow::Error`; implement it for your own error type
+/// to use it with cancel scopes (usually by asking [`is_cancelled_error`]).
 ///
 /// ```
 /// use trioxide::{Cancellation, Cancelled, BoxError};
@@ -283,7 +413,7 @@ impl Cancellation for MultiError {
         let mut matched = false;
         let mut errors = Vec::with_capacity(before);
         for e in self.errors {
-            let (m, rest) = split_box(e);
+            let (m, rest) = e.split_cancelled();
             matched |= m;
             errors.extend(rest);
         }
@@ -295,15 +425,34 @@ impl Cancellation for MultiError {
     }
 }
 
-impl Cancellation for BoxError {
-    fn split_cancelled(self) -> (bool, Option<Self>) {
-        split_box(self)
-    }
+macro_rules! cancellation_for_box {
+    ($($bounds:tt)*) => {
+        impl Cancellation for Box<dyn StdError $($bounds)*> {
+            fn split_cancelled(self) -> (bool, Option<Self>) {
+                if self.is::<Cancelled>() {
+                    return (true, None);
+                }
+                match self.downcast::<MultiError>() {
+                    Ok(multi) => {
+                        let (m, rest) = multi.split_cancelled();
+                        (m, rest.map(|m| Box::new(m) as Self))
+                    }
+                    Err(e) if is_cancelled_error(&*e) => (true, None),
+                    Err(e) => (false, Some(e)),
+                }
+            }
+        }
+    };
 }
+
+// `BoxError` itself, and the two other boxes users write by hand.
+cancellation_for_box!(+ Send + Sync + 'static);
+cancellation_for_box!(+ Send + 'static);
+cancellation_for_box!(+ 'static);
 
 impl Cancellation for std::io::Error {
     fn split_cancelled(self) -> (bool, Option<Self>) {
-        if self.get_ref().is_some_and(|e| is_cancelled_error(e)) {
+        if is_cancelled_error(&self) {
             (true, None)
         } else {
             (false, Some(self))
@@ -311,6 +460,88 @@ impl Cancellation for std::io::Error {
     }
 }
 
+/// An `anyhow::Error` is a cancellation when [`is_cancelled_error`] says so
+/// of its chain (`anyhow::Error::context` layers included); a
+/// [`MultiError`] at its root is split like any other.
+///
+/// ```
+/// use trioxide::{Cancellation, Cancelled};
+/// let e = anyhow::Error::from(Cancelled).context("while reading the header");
+/// assert!(matches!(e.split_cancelled(), (true, None)));
+/// assert!(matches!(anyhow::anyhow!("disk full").split_cancelled(), (false, Some(_))));
+/// ```
+#[cfg(feature = "anyhow")]
+impl Cancellation for anyhow::Error {
+    fn split_cancelled(self) -> (bool, Option<Self>) {
+        let e = if self.is::<MultiError>() {
+            match self.downcast::<MultiError>() {
+                Ok(multi) => {
+                    let (m, rest) = multi.split_cancelled();
+                    return (m, rest.map(anyhow::Error::from));
+                }
+                Err(e) => e,
+            }
+        } else {
+            self
+        };
+        if is_cancelled_error(&*e) {
+            (true, None)
+        } else {
+            (false, Some(e))
+        }
+    }
+}
+
+/// Boxes an error as a nursery records it. `E: Into<BoxError>` would do,
+/// but `anyhow::Error`'s own conversion hides its root error behind a
+/// private type (neither downcastable nor a `source()`), so a `Cancelled`
+/// at an anyhow root would no longer be recognisable. An anyhow error that
+/// holds a cancellation is re-boxed so its root stays downcastable (its
+/// backtrace is dropped; a cancellation has no use for one); every other
+/// error converts as usual.
+pub(crate) fn into_box_error<E: Into<BoxError> + 'static>(e: E) -> BoxError {
+    #[cfg(feature = "anyhow")]
+    {
+        let mut slot = Some(e);
+        if let Some(a) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<anyhow::Error>>() {
+            if let Some(a) = a.take() {
+                return if a.is::<MultiError>() || is_cancelled_error(&*a) {
+                    a.reallocate_into_boxed_dyn_error_without_backtrace()
+                } else {
+                    a.into()
+                };
+            }
+        }
+        match slot {
+            Some(e) => e.into(),
+            None => unreachable!("the slot is emptied only when it held an anyhow::Error"),
+        }
+    }
+    #[cfg(not(feature = "anyhow"))]
+    {
+        e.into()
+    }
+}
+
+/// An I/O operation cut short by cancellation fails with this `io::Error`:
+/// kind [`ErrorKind::Other`](std::io::ErrorKind::Other), inner error
+/// [`Cancelled`], message `cancelled`. Recognise it with
+/// [`is_cancelled_error`] (or `e.get_ref().is_some_and(|i| i.is::<Cancelled>())`
+/// in plain std); the cancel scope that was cancelled does.
+///
+/// The kind is *not* `Interrupted`: std and much code modelled on it retry
+/// an `Interrupted` call at once (`read_exact`, `write_all`, `io::copy`,
+/// EINTR loops), and a cancellation is level-triggered: the retry fails
+/// again, forever.
+///
+/// ```
+/// use std::io::{Error, ErrorKind};
+/// use trioxide::{is_cancelled_error, Cancelled};
+/// let e = Error::from(Cancelled);
+/// assert_eq!(e.kind(), ErrorKind::Other);
+/// assert_eq!(e.to_string(), "cancelled");
+/// assert!(is_cancelled_error(&e));
+/// ```
 impl From<Cancelled> for std::io::Error {
     fn from(c: Cancelled) -> Self {
         std::io::Error::other(c)
@@ -323,29 +554,12 @@ impl From<TooSlow> for std::io::Error {
     }
 }
 
-fn split_box(e: BoxError) -> (bool, Option<BoxError>) {
-    if e.is::<Cancelled>() {
-        return (true, None);
-    }
-    match e.downcast::<MultiError>() {
-        Ok(multi) => {
-            let (m, rest) = multi.split_cancelled();
-            (m, rest.map(|m| Box::new(m) as BoxError))
-        }
-        Err(e) => match e.downcast::<std::io::Error>() {
-            Ok(io) => {
-                let (m, rest) = io.split_cancelled();
-                (m, rest.map(|io| Box::new(io) as BoxError))
-            }
-            Err(e) if is_cancelled_error(e.as_ref()) => (true, None),
-            Err(e) => (false, Some(e)),
-        },
-    }
-}
-
 /// True if `e` is a [`Cancelled`], an I/O error wrapping one, a
 /// [`MultiError`] made only of cancellations, or an error whose
-/// [`source`](StdError::source) is one of these.
+/// [`source`](StdError::source) is one of these: a `Cancelled` anywhere
+/// down the source chain makes the whole error a cancellation. For an
+/// `anyhow::Error` `a`, ask `is_cancelled_error(&*a)` (its chain is
+/// followed the same way).
 ///
 /// The last rule is how an error enum with a "cancelled" case (such as
 /// [`ParkError`](crate::kernel::parking_lot::ParkError) or a channel's receive error) is

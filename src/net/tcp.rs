@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use crate::kernel::io::readiness::{Dir, Source};
 use crate::net::socket::{impl_stream_traits, SocketStream};
+use crate::stream::split::{split, ReceiveHalf, SendHalf};
 use crate::stream::{Listener, Resource};
 
 /// The listen backlog asked for: Trio's `0xFFFF`. Linux silently caps it at
@@ -68,6 +69,31 @@ impl TcpStream {
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         stream.set_nonblocking(true)?;
         TcpStream::from_mio(mio::net::TcpStream::from_std(stream))
+    }
+
+    /// Splits the stream into owned halves, one per direction, for one
+    /// task that receives and another that sends: the types, not a run-time
+    /// [`BusyResource`](crate::BusyResource), keep each direction to one
+    /// task. See [`split`](crate::split) for closing;
+    /// [`ReceiveHalf::reunite`] puts them back together.
+    ///
+    /// ```no_run
+    /// use trioxide::{run, open_nursery, TcpStream, BoxError};
+    /// run(open_nursery(|n| async move {
+    ///     let s = TcpStream::connect("127.0.0.1:8080".parse()?).await?;
+    ///     let (rx, tx) = s.into_split();
+    ///     n.start_soon(async move {
+    ///         tx.send_all(b"hello").await?; // the sending task
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     let mut buf = [0u8; 1024];
+    ///     let got = rx.receive_some(&mut buf).await?; // the receiving task
+    ///     println!("{got} bytes");
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
+    pub fn into_split(self) -> (TcpReceiveHalf, TcpSendHalf) {
+        split(self)
     }
 
     /// Receives at least one byte into `buf`; 0 at the end of the stream.
@@ -144,6 +170,13 @@ impl TcpStream {
 }
 
 impl_stream_traits!(TcpStream);
+
+/// The receiving half of a [`TcpStream`], from [`TcpStream::into_split`].
+pub type TcpReceiveHalf = ReceiveHalf<TcpStream>;
+
+/// The sending half of a [`TcpStream`], from [`TcpStream::into_split`]; it can
+/// `send_eof`.
+pub type TcpSendHalf = SendHalf<TcpStream>;
 
 /// A listening TCP socket, with the backlog at the system's maximum.
 ///

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::kernel::io::readiness::{Dir, Source};
 use crate::net::socket::{impl_stream_traits, SocketStream};
+use crate::stream::split::{split, ReceiveHalf, SendHalf};
 use crate::stream::{Listener, Resource};
 
 /// A Unix-domain stream socket. Same operations and rules as
@@ -49,6 +50,35 @@ impl UnixStream {
     pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
         stream.set_nonblocking(true)?;
         Ok(UnixStream { inner: SocketStream::new(mio::net::UnixStream::from_std(stream)) })
+    }
+
+    /// Splits the stream into owned halves, one per direction, for one
+    /// task that receives and another that sends: the types, not a run-time
+    /// [`BusyResource`](crate::BusyResource), keep each direction to one
+    /// task. See [`split`](crate::split) for closing;
+    /// [`ReceiveHalf::reunite`] puts them back together.
+    ///
+    /// ```
+    /// use trioxide::{run, open_nursery, UnixStream, BoxError};
+    /// run(open_nursery(|n| async move {
+    ///     let (a, b) = UnixStream::pair()?;
+    ///     let (rx, tx) = a.into_split();
+    ///     n.start_soon(async move {
+    ///         tx.send_all(b"hello").await?; // the sending task
+    ///         tx.send_eof().await?;
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     let mut buf = [0u8; 8];
+    ///     let n1 = b.receive_some(&mut buf).await?;
+    ///     assert_eq!(&buf[..n1], b"hello");
+    ///     b.send_all(b"back").await?;
+    ///     let n2 = rx.receive_some(&mut buf).await?; // the receiving task
+    ///     assert_eq!(&buf[..n2], b"back");
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
+    pub fn into_split(self) -> (UnixReceiveHalf, UnixSendHalf) {
+        split(self)
     }
 
     /// Receives at least one byte; 0 at the end of the stream.
@@ -98,6 +128,13 @@ impl UnixStream {
 }
 
 impl_stream_traits!(UnixStream);
+
+/// The receiving half of a [`UnixStream`], from [`UnixStream::into_split`].
+pub type UnixReceiveHalf = ReceiveHalf<UnixStream>;
+
+/// The sending half of a [`UnixStream`], from [`UnixStream::into_split`]; it can
+/// `send_eof`.
+pub type UnixSendHalf = SendHalf<UnixStream>;
 
 /// A listening Unix-domain socket.
 ///

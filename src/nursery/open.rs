@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use pin_project_lite::pin_project;
 
 use crate::kernel::cancel::{check_nesting, raw, CancelScope, ScopeNode};
-use crate::kernel::error::{BoxError, Cancellation, MultiError, NurseryClosed};
+use crate::kernel::error::{into_box_error, BoxError, Cancellation, MultiError, NurseryClosed};
 use crate::kernel::task::TaskId;
 use crate::kernel::Core;
 
@@ -37,9 +37,9 @@ impl TaskOutput for () {
     }
 }
 
-impl<E: Into<BoxError>> TaskOutput for Result<(), E> {
+impl<E: Into<BoxError> + 'static> TaskOutput for Result<(), E> {
     fn into_task_result(self) -> Result<(), BoxError> {
-        self.map_err(Into::into)
+        self.map_err(into_box_error)
     }
 }
 
@@ -304,7 +304,7 @@ pub fn open_nursery<B, Fut, T, E>(body: B) -> OpenNursery<B, Fut, T>
 where
     B: FnOnce(Nursery) -> Fut,
     Fut: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
 {
     OpenNursery { body_fn: Some(body), body: None, inner: None, value: None, yielded: false, done: false }
 }
@@ -352,7 +352,7 @@ impl<B, Fut, T, E> Future for OpenNursery<B, Fut, T>
 where
     B: FnOnce(Nursery) -> Fut,
     Fut: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
 {
     type Output = Result<Option<T>, MultiError>;
 
@@ -399,7 +399,7 @@ where
                     this.body.set(None);
                 }
                 Ok(Poll::Ready(Err(e))) => {
-                    inner.record(Outcome::Err(e.into()));
+                    inner.record(Outcome::Err(into_box_error(e)));
                     this.body.set(None);
                 }
                 Err(panic) => {

@@ -13,6 +13,8 @@
 //! (These are not `futures_core::Stream`, which yields items; the name is
 //! Trio's.)
 
+pub(crate) mod buffered;
+pub(crate) mod split;
 pub(crate) mod stapled;
 
 use std::future::Future;
