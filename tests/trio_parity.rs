@@ -11,9 +11,10 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+use trioxide::sync::{ParkError, ParkingLot};
 use trioxide::{
-    checkpoint, current_task, current_time, open_nursery, sleep, wait_all_tasks_blocked, BoxError, Builder,
-    CancelScope, Cancelled, MockClock, StartError, TaskStatus,
+    checkpoint, current_task, current_time, open_nursery, sleep, sleep_forever, wait_all_tasks_blocked, BoxError,
+    BrokenResource, Builder, CancelScope, Cancelled, MockClock, StartError, TaskId, TaskStatus,
 };
 
 // ---------------------------------------------------------------------------
@@ -237,4 +238,224 @@ fn test_nursery_start_sleep_then_start_moves_the_child_into_the_nursery() {
         log.get(),
         strings(&["start returned 1 at t=1", "child ends at t=2 under the nursery: true", "nursery done at t=2"])
     );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Parking-lot breakers (Trio's _core/_tests/test_parking_lot.py)
+
+/// Trio's `dummy_task`: reports its own id through `start`, then sleeps
+/// until cancelled.
+async fn dummy_task(n: &trioxide::Nursery) -> Result<TaskId, BoxError> {
+    n.start(|status: TaskStatus<TaskId>| async move {
+        status.started(current_task().id);
+        sleep_forever().await?;
+        Ok::<(), Cancelled>(())
+    })
+    .await
+}
+
+/// test_parking_lot_breaker_basic: breaking twice with the same task lists
+/// it twice; parking in a broken lot fails at once.
+#[test]
+fn test_parking_lot_breaker_basic() {
+    let out = Builder::new().seed(1).run(async {
+        let lot = ParkingLot::new();
+        let me = current_task().id;
+        assert_eq!(lot.break_lot(me), 0);
+        assert_eq!(lot.broken_by(), vec![me]);
+        assert_eq!(lot.break_lot(me), 0);
+        assert_eq!(lot.broken_by(), vec![me, me]);
+        assert_eq!(lot.first_breaker(), Some(me));
+        lot.park().await
+    });
+    match out {
+        Err(ParkError::Broken(b)) => {
+            assert_eq!(b.reason, "the parking lot was broken (a lock's owner task ended holding it)")
+        }
+        other => panic!("expected Broken, got {other:?}"),
+    }
+}
+
+/// test_parking_lot_break_parking_tasks: a task registered as breaker exits
+/// (its scope is cancelled) while another task is parked: the parked task
+/// fails with Broken, and the lot names the breaker.
+#[test]
+fn test_parking_lot_break_parking_tasks() {
+    for seed in 0..4 {
+        let lot = Rc::new(ParkingLot::new());
+        let breaker = Rc::new(Cell::new(None));
+        let (l, b) = (lot.clone(), breaker.clone());
+        let out = Builder::new().seed(seed).run(open_nursery(move |n| async move {
+            let cs = CancelScope::new();
+            let (l1, cs1) = (l.clone(), cs.clone());
+            n.start_soon(async move {
+                b.set(Some(current_task().id));
+                l1.add_breaker(current_task().id)?;
+                cs1.run(sleep_forever()).await?;
+                Ok::<_, BoxError>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+            let l2 = l.clone();
+            n.start_soon(async move { l2.park().await })?;
+            wait_all_tasks_blocked().await?;
+            assert_eq!(l.len(), 1);
+            cs.cancel();
+            Ok::<_, BoxError>(())
+        }));
+        let errors = out.expect_err("the parker failed").into_errors();
+        let got: Vec<String> = errors.iter().map(|e| format!("{:?}", e.downcast_ref::<ParkError>())).collect();
+        assert_eq!(
+            got,
+            ["Some(Broken(BrokenResource { reason: \"the parking lot was broken (a lock's owner task ended holding it)\" }))"],
+            "seed {seed}"
+        );
+        assert_eq!(lot.broken_by(), vec![breaker.get().unwrap()], "seed {seed}");
+    }
+}
+
+/// test_parking_lot_breaker_registration: a task can be registered twice
+/// and removed twice, a third removal finds nothing; registering on a lot
+/// that is already broken is fine, and the registered task's end is added
+/// to `broken_by`; breaking a fresh lot with an exited task is fine.
+#[test]
+fn test_parking_lot_breaker_registration() {
+    let out = Builder::new().seed(2).run(async {
+        let lot = ParkingLot::new();
+        let me = current_task().id;
+        assert!(!lot.remove_breaker(me));
+        lot.add_breaker(me)?;
+        lot.add_breaker(me)?;
+        assert!(lot.remove_breaker(me));
+        assert!(lot.remove_breaker(me));
+        assert!(!lot.remove_breaker(me));
+
+        lot.break_lot(me);
+        let lot = Rc::new(lot);
+        let l = lot.clone();
+        let child = open_nursery(move |n| async move {
+            let child = dummy_task(&n).await?;
+            l.add_breaker(child)?;
+            n.cancel_scope().cancel();
+            Ok::<_, BoxError>(child)
+        })
+        .await?
+        .expect("the body finished");
+        assert_eq!(lot.broken_by(), vec![me, child]);
+
+        let fresh = ParkingLot::new();
+        fresh.break_lot(child);
+        assert_eq!(fresh.broken_by(), vec![child]);
+        Ok::<_, BoxError>(())
+    });
+    out.unwrap();
+}
+
+/// test_parking_lot_breaker_rebreak: breaking a broken lot again with
+/// another task appends it.
+#[test]
+fn test_parking_lot_breaker_rebreak() {
+    Builder::new()
+        .seed(3)
+        .run(async {
+            let lot = Rc::new(ParkingLot::new());
+            let me = current_task().id;
+            lot.break_lot(me);
+            let l = lot.clone();
+            let child = open_nursery(move |n| async move {
+                let child = dummy_task(&n).await?;
+                assert_eq!(l.break_lot(child), 0);
+                n.cancel_scope().cancel();
+                Ok::<_, BoxError>(child)
+            })
+            .await?
+            .expect("the body finished");
+            assert_eq!(lot.broken_by(), vec![me, child]);
+            Ok::<_, BoxError>(())
+        })
+        .unwrap();
+}
+
+/// test_parking_lot_multiple_breakers_exit: three registered breakers
+/// exit; all three are listed (the order they exit in is the scheduler's).
+#[test]
+fn test_parking_lot_multiple_breakers_exit() {
+    for seed in 0..4 {
+        Builder::new()
+            .seed(seed)
+            .run(async {
+                let lot = Rc::new(ParkingLot::new());
+                let l = lot.clone();
+                let children = open_nursery(move |n| async move {
+                    let mut children = Vec::new();
+                    for _ in 0..3 {
+                        let c = dummy_task(&n).await?;
+                        l.add_breaker(c)?;
+                        children.push(c);
+                    }
+                    n.cancel_scope().cancel();
+                    Ok::<_, BoxError>(children)
+                })
+                .await?
+                .expect("the body finished");
+                let mut got = lot.broken_by();
+                got.sort_by_key(|t| t.as_u64());
+                let mut want = children;
+                want.sort_by_key(|t| t.as_u64());
+                assert_eq!(got, want);
+                assert_eq!(got.len(), 3);
+                Ok::<_, BoxError>(())
+            })
+            .unwrap();
+    }
+}
+
+/// test_parking_lot_breaker_register_exited_task: registering a task that
+/// has exited fails with BrokenResource "Attempted to add already exited
+/// task as lot breaker" and registers nothing (removing it finds nothing;
+/// the lot stays unbroken).
+#[test]
+fn test_parking_lot_breaker_register_exited_task() {
+    Builder::new()
+        .seed(4)
+        .run(async {
+            let lot = ParkingLot::new();
+            let child = open_nursery(|n| async move {
+                let child = dummy_task(&n).await?;
+                n.cancel_scope().cancel();
+                Ok::<_, BoxError>(child)
+            })
+            .await?
+            .expect("the body finished");
+            let err = lot.add_breaker(child).unwrap_err();
+            assert_eq!(err, BrokenResource { reason: "Attempted to add already exited task as lot breaker" });
+            assert_eq!(err.to_string(), "broken resource: Attempted to add already exited task as lot breaker");
+            assert!(!lot.remove_breaker(child), "no stale registration was left");
+            assert!(!lot.is_broken());
+            Ok::<_, BoxError>(())
+        })
+        .unwrap();
+}
+
+/// test_parking_lot_break_itself: breaking a lot with the task that is
+/// parked in it wakes that task with Broken.
+#[test]
+fn test_parking_lot_break_itself() {
+    let lot = Rc::new(ParkingLot::new());
+    let l = lot.clone();
+    let out = Builder::new().seed(5).run(open_nursery(move |n| async move {
+        let l2 = l.clone();
+        let child = n
+            .start(move |status: TaskStatus<TaskId>| async move {
+                status.started(current_task().id);
+                l2.park().await
+            })
+            .await?;
+        wait_all_tasks_blocked().await?;
+        assert_eq!(l.break_lot(child), 1);
+        Ok::<_, BoxError>(child)
+    }));
+    let errors = out.expect_err("the child failed").into_errors();
+    assert_eq!(errors.len(), 1);
+    assert!(matches!(errors[0].downcast_ref::<ParkError>(), Some(ParkError::Broken(_))));
+    assert_eq!(lot.broken_by().len(), 1);
 }
