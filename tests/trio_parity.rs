@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use trioxide::sync::{ParkError, ParkingLot};
 use trioxide::{
-    checkpoint, current_task, current_time, open_nursery, sleep, sleep_forever, wait_all_tasks_blocked, BoxError,
-    BrokenResource, Builder, CancelScope, Cancelled, MockClock, StartError, TaskId, TaskStatus,
+    checkpoint, current_task, current_time, open_memory_channel, open_nursery, sleep, sleep_forever,
+    wait_all_tasks_blocked, BoxError, BrokenResource, Builder, CancelScope, Cancelled, MockClock, StartError, TaskId,
+    TaskStatus,
 };
 
 // ---------------------------------------------------------------------------
@@ -458,4 +459,124 @@ fn test_parking_lot_break_itself() {
     assert_eq!(errors.len(), 1);
     assert!(matches!(errors[0].downcast_ref::<ParkError>(), Some(ParkError::Broken(_))));
     assert_eq!(lot.broken_by().len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// 3. Channel statistics (Trio's _tests/test_channel.py::test_statistics)
+
+/// test_statistics, every step of it, with trioxide's high-water mark
+/// checked alongside: it follows the buffer up, stays at its highest when
+/// the buffer drains, and counts neither blocked senders (their values are
+/// not in the buffer) nor values handed straight to a blocked receiver.
+#[test]
+fn test_statistics() {
+    for seed in 0..4 {
+        let out = Builder::new().seed(seed).run(async {
+            let (s, r) = open_memory_channel::<()>(2);
+            assert_eq!(s.statistics(), r.statistics());
+            let st = s.statistics();
+            assert_eq!((st.current_buffer_used, st.peak_buffer_used, st.max_buffer_size), (0, 0, 2));
+            assert_eq!((st.open_send_channels, st.open_receive_channels), (1, 1));
+            assert_eq!((st.tasks_waiting_send, st.tasks_waiting_receive), (0, 0));
+
+            s.try_send(()).unwrap();
+            assert_eq!((s.statistics().current_buffer_used, s.statistics().peak_buffer_used), (1, 1));
+
+            let s2 = s.clone();
+            assert_eq!(s.statistics().open_send_channels, 2);
+            s.close();
+            assert_eq!(s2.statistics().open_send_channels, 1);
+
+            let r2 = r.clone();
+            assert_eq!(s2.statistics().open_receive_channels, 2);
+            r2.close();
+            assert_eq!(s2.statistics().open_receive_channels, 1);
+
+            let s2 = Rc::new(s2);
+            let s3 = s2.clone();
+            open_nursery(move |n| async move {
+                s3.try_send(()).unwrap(); // fill up the buffer
+                assert_eq!(s3.statistics().current_buffer_used, 2);
+                for _ in 0..2 {
+                    let s4 = s3.clone();
+                    n.start_soon(async move { s4.send(()).await.map_err(BoxError::from) })?;
+                }
+                wait_all_tasks_blocked().await?;
+                assert_eq!(s3.statistics().tasks_waiting_send, 2);
+                assert_eq!(s3.statistics().peak_buffer_used, 2, "blocked senders are not in the buffer");
+                n.cancel_scope().cancel();
+                Ok::<_, BoxError>(())
+            })
+            .await?;
+            assert_eq!(s2.statistics().tasks_waiting_send, 0);
+
+            // Empty out the buffer again: the mark stays at 2.
+            let mut drained = 0;
+            while r.try_receive().is_ok() {
+                drained += 1;
+            }
+            assert_eq!(drained, 2);
+            let st = s2.statistics();
+            assert_eq!((st.current_buffer_used, st.peak_buffer_used), (0, 2));
+
+            let r = Rc::new(r);
+            let (r3, s3) = (r.clone(), s2.clone());
+            open_nursery(move |n| async move {
+                let r4 = r3.clone();
+                n.start_soon(async move { r4.receive().await.map(|_| ()) })?;
+                wait_all_tasks_blocked().await?;
+                assert_eq!(s3.statistics().tasks_waiting_receive, 1);
+                n.cancel_scope().cancel();
+                Ok::<_, BoxError>(())
+            })
+            .await?;
+            assert_eq!(s2.statistics().tasks_waiting_receive, 0);
+            Ok::<_, BoxError>(())
+        });
+        out.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+/// The high-water mark on a rendezvous channel stays 0 (every value goes
+/// from a sender to a receiver directly); on a bounded channel whose
+/// receiver moves a blocked sender's value in, it never passes the
+/// capacity.
+#[test]
+fn test_statistics_peak_buffer_used_is_a_high_water_mark() {
+    let out = Builder::new().seed(7).run(open_nursery(|n| async move {
+        let (tx, rx) = open_memory_channel::<u32>(0);
+        let tx = Rc::new(tx);
+        let t = tx.clone();
+        n.start_soon(async move {
+            for i in 0..5 {
+                t.send(i).await?;
+            }
+            Ok::<_, BoxError>(())
+        })?;
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(rx.receive().await?);
+        }
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+        assert_eq!(tx.statistics().peak_buffer_used, 0);
+
+        let (tx, rx) = open_memory_channel::<u32>(3);
+        let tx = Rc::new(tx);
+        let t = tx.clone();
+        n.start_soon(async move {
+            for i in 0..6 {
+                t.send(i).await?;
+            }
+            Ok::<_, BoxError>(())
+        })?;
+        wait_all_tasks_blocked().await?;
+        let st = tx.statistics();
+        assert_eq!((st.current_buffer_used, st.peak_buffer_used, st.tasks_waiting_send), (3, 3, 1));
+        for want in 0..6 {
+            assert_eq!(rx.receive().await?, want);
+        }
+        assert_eq!(tx.statistics().peak_buffer_used, 3);
+        Ok::<_, BoxError>(())
+    }));
+    out.unwrap();
 }
