@@ -7,11 +7,13 @@
 //! could matter); anything that waits for time uses a `MockClock` with
 //! autojump, so no test sleeps for real.
 
+#![allow(non_snake_case)] // test names follow Trio's (test_CapacityLimiter, test_Sequencer)
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use trioxide::sync::{ParkError, ParkingLot};
+use trioxide::sync::{Borrower, CapacityLimiter, ParkError, ParkingLot, TryBorrowError};
 use trioxide::{
     checkpoint, current_task, current_time, open_memory_channel, open_nursery, sleep, sleep_forever,
     wait_all_tasks_blocked, BoxError, BrokenResource, Builder, CancelScope, Cancelled, MockClock, StartError, TaskId,
@@ -576,6 +578,125 @@ fn test_statistics_peak_buffer_used_is_a_high_water_mark() {
             assert_eq!(rx.receive().await?, want);
         }
         assert_eq!(tx.statistics().peak_buffer_used, 3);
+        Ok::<_, BoxError>(())
+    }));
+    out.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 4. CapacityLimiter with 0 total tokens (Trio PR #3321, test_sync.py's
+//    test_CapacityLimiter_change_total_tokens and its zero case)
+
+/// A limiter of 0 tokens pauses borrowing: five borrowers queue (a try
+/// fails with WouldBlock), growing the total to 2 hands tokens to the two
+/// oldest, to 5 to the rest, in arrival order; pausing again while tokens
+/// are held takes none away, tokens given back are not handed on, and
+/// resuming serves the waiter.
+#[test]
+fn test_CapacityLimiter_zero_total_tokens_pauses_and_resumes_in_fifo_order() {
+    for seed in 0..6 {
+        let log = Log::default();
+        let l = log.clone();
+        let out = Builder::new().seed(seed).run(async move {
+            let c = Rc::new(CapacityLimiter::new(0));
+            assert_eq!((c.total_tokens(), c.available_tokens()), (0, 0));
+            assert!(matches!(c.try_acquire(), Err(TryBorrowError::WouldBlock)));
+            let b: Vec<Borrower> = (0..5).map(|_| Borrower::unique()).collect();
+            let sorted = |v: &[usize]| {
+                let mut out: Vec<Borrower> = v.iter().map(|&i| b[i]).collect();
+                out.sort();
+                out
+            };
+            let (c2, b2, l2) = (c.clone(), b.clone(), l.clone());
+            open_nursery(move |n| async move {
+                for (i, &bi) in b2.iter().enumerate() {
+                    let (c3, l3) = (c2.clone(), l2.clone());
+                    n.start_soon(async move {
+                        c3.acquire_on_behalf_of(bi).await?.forget();
+                        l3.push(format!("b{i}"));
+                        Ok::<_, BoxError>(())
+                    })?;
+                    wait_all_tasks_blocked().await?;
+                }
+                let st = c2.statistics();
+                assert_eq!((st.borrowed_tokens, st.total_tokens, st.tasks_waiting), (0, 0, 5));
+                assert!(st.borrowers.is_empty());
+                assert!(l2.get().is_empty(), "nobody borrowed from an empty sack");
+
+                c2.set_total_tokens(2);
+                assert_eq!(c2.statistics().borrowers, sorted(&[0, 1]), "handed over at once, oldest first");
+                assert_eq!(c2.statistics().tasks_waiting, 3);
+                wait_all_tasks_blocked().await?;
+                c2.set_total_tokens(5);
+                assert_eq!(c2.statistics().borrowers, sorted(&[0, 1, 2, 3, 4]));
+                wait_all_tasks_blocked().await?;
+
+                // Pause while all five hold tokens: nobody loses one.
+                c2.set_total_tokens(0);
+                assert_eq!((c2.borrowed_tokens(), c2.available_tokens()), (5, 0));
+                let late = Borrower::unique();
+                let (c3, l3) = (c2.clone(), l2.clone());
+                n.start_soon(async move {
+                    c3.acquire_on_behalf_of(late).await?.forget();
+                    l3.push("late");
+                    Ok::<_, BoxError>(())
+                })?;
+                wait_all_tasks_blocked().await?;
+                for &bi in &b2 {
+                    c2.release_on_behalf_of(bi)?;
+                }
+                wait_all_tasks_blocked().await?;
+                let st = c2.statistics();
+                assert_eq!((st.borrowed_tokens, st.tasks_waiting), (0, 1), "given-back tokens are not handed on");
+                c2.set_total_tokens(1);
+                assert_eq!(c2.statistics().borrowers, vec![late]);
+                Ok::<_, BoxError>(())
+            })
+            .await?;
+            Ok::<_, BoxError>(())
+        });
+        out.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        // Woken together, a batch runs forwards or reversed (rule S2): the
+        // hand-over order is checked above; here, who ran in which round.
+        let got = log.get();
+        let mut rounds = vec![got[..2].to_vec(), got[2..5].to_vec(), got[5..].to_vec()];
+        rounds.iter_mut().for_each(|r| r.sort());
+        assert_eq!(rounds, [strings(&["b0", "b1"]), strings(&["b2", "b3", "b4"]), strings(&["late"])], "seed {seed}");
+    }
+}
+
+/// A waiter cancelled while borrowing is paused leaves no trace: growing
+/// the total later serves the next waiter, and the cancelled borrower may
+/// borrow again. Virtual time: the cancel is a 1 s timeout.
+#[test]
+fn test_CapacityLimiter_zero_total_tokens_cancelled_waiter_leaves_no_trace() {
+    let out = Builder::new().seed(11).clock(autojump_clock()).run(open_nursery(|n| async move {
+        let c = Rc::new(CapacityLimiter::new(0));
+        let (first, second) = (Borrower::unique(), Borrower::unique());
+        let c1 = c.clone();
+        n.start_soon(async move {
+            let r = trioxide::move_on_after(Duration::from_secs(1), c1.acquire_on_behalf_of(first)).await?;
+            assert!(r.is_none(), "cancelled by the timeout at t={}", secs());
+            assert_eq!(secs(), 1);
+            Ok::<_, BoxError>(())
+        })?;
+        wait_all_tasks_blocked().await?;
+        let c2 = c.clone();
+        n.start_soon(async move {
+            c2.acquire_on_behalf_of(second).await?.forget();
+            Ok::<_, BoxError>(())
+        })?;
+        wait_all_tasks_blocked().await?;
+        assert_eq!(c.statistics().tasks_waiting, 2);
+        sleep(Duration::from_secs(2)).await?;
+        assert_eq!(c.statistics().tasks_waiting, 1, "the cancelled waiter left");
+        c.set_total_tokens(1);
+        assert_eq!(c.statistics().borrowers, vec![second]);
+        c.set_total_tokens(2);
+        c.try_acquire_on_behalf_of(first)?.forget();
+        let mut want = vec![first, second];
+        want.sort();
+        assert_eq!(c.statistics().borrowers, want);
         Ok::<_, BoxError>(())
     }));
     out.unwrap();
