@@ -10,10 +10,12 @@
 #![allow(non_snake_case)] // test names follow Trio's (test_CapacityLimiter, test_Sequencer)
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
 use trioxide::sync::{Borrower, CapacityLimiter, ParkError, ParkingLot, TryBorrowError};
+use trioxide::testing::{Sequencer, SequencerError};
 use trioxide::{
     checkpoint, current_task, current_time, open_memory_channel, open_nursery, sleep, sleep_forever,
     wait_all_tasks_blocked, BoxError, BrokenResource, Builder, CancelScope, Cancelled, MockClock, StartError, TaskId,
@@ -699,5 +701,118 @@ fn test_CapacityLimiter_zero_total_tokens_cancelled_waiter_leaves_no_trace() {
         assert_eq!(c.statistics().borrowers, want);
         Ok::<_, BoxError>(())
     }));
+    out.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 5a. Sequencer (Trio's _tests/test_testing.py)
+
+/// test_Sequencer: two tasks interleave by sequence number; the main task's
+/// turn 5 waits until turn 4 ended; reusing a position is an error.
+#[test]
+fn test_Sequencer() {
+    for seed in 0..6 {
+        let record = Log::default();
+        let r = record.clone();
+        let out = Builder::new().seed(seed).run(async move {
+            let seq = Rc::new(Sequencer::new());
+            let (s, r2) = (seq.clone(), r.clone());
+            open_nursery(move |n| async move {
+                let (s1, r1) = (s.clone(), r2.clone());
+                n.start_soon(async move {
+                    for t in [1, 3, 4] {
+                        let _turn = s1.turn(t).await?;
+                        r1.push(format!("f1 {t}"));
+                    }
+                    Ok::<_, BoxError>(())
+                })?;
+                let (s2, r3) = (s.clone(), r2.clone());
+                n.start_soon(async move {
+                    for t in [0, 2] {
+                        let _turn = s2.turn(t).await?;
+                        r3.push(format!("f2 {t}"));
+                    }
+                    Ok::<_, BoxError>(())
+                })?;
+                let _turn = s.turn(5).await?;
+                wait_all_tasks_blocked().await?;
+                assert_eq!(r2.get(), strings(&["f2 0", "f1 1", "f2 2", "f1 3", "f1 4"]));
+                Ok::<_, BoxError>(())
+            })
+            .await?;
+            let seq = Sequencer::new();
+            drop(seq.turn(0).await?);
+            assert_eq!(seq.turn(0).await.unwrap_err(), SequencerError::Reused(0));
+            assert_eq!(seq.run(1, async { "one" }).await, Ok("one"));
+            Ok::<_, BoxError>(())
+        });
+        out.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(record.get().len(), 5);
+    }
+}
+
+/// test_Sequencer_cancel: a task whose wait is cancelled breaks the
+/// sequencer: it gets "Sequencer wait cancelled" (not a cancellation: its
+/// scope catches nothing), the other waiter gets "sequence broken!", and
+/// so does a late arrival.
+#[test]
+fn test_Sequencer_cancel() {
+    for seed in 0..6 {
+        let record = Log::default();
+        let r = record.clone();
+        let out = Builder::new().seed(seed).run(async move {
+            let seq = Rc::new(Sequencer::new());
+            let (s, r2) = (seq.clone(), r.clone());
+            open_nursery(move |n| async move {
+                for i in [1, 2] {
+                    let (s, r) = (s.clone(), r2.clone());
+                    n.start_soon(async move {
+                        let scope = CancelScope::new();
+                        if i == 1 {
+                            scope.cancel();
+                        }
+                        let got = scope
+                            .run(async { Ok::<_, BoxError>(s.turn(i).await.map(|_| ()).map_err(|e| e.to_string())) })
+                            .await?;
+                        r.push(format!("seq({i}) {got:?} caught={}", scope.cancelled_caught()));
+                        Ok::<_, BoxError>(())
+                    })?;
+                }
+                let turn = s.turn(0).await?;
+                wait_all_tasks_blocked().await?;
+                drop(turn);
+                Ok::<_, BoxError>(())
+            })
+            .await?;
+            assert_eq!(seq.turn(3).await.unwrap_err(), SequencerError::Broken);
+            Ok::<_, BoxError>(())
+        });
+        out.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(
+            record.get(),
+            strings(&[
+                "seq(1) Some(Err(\"Sequencer wait cancelled -- sequence broken\")) caught=false",
+                "seq(2) Some(Err(\"sequence broken!\")) caught=false",
+            ]),
+            "seed {seed}"
+        );
+    }
+}
+
+/// Rust's extra way to abandon a wait: dropping the turn future while it
+/// waits breaks the sequencer as a cancelled wait does (else position 2
+/// would wait forever for a turn 1 that can no longer happen).
+#[test]
+fn test_Sequencer_dropped_wait_breaks_the_sequence() {
+    let out = Builder::new().seed(1).run(async {
+        let seq = Sequencer::new();
+        {
+            let mut wait = std::pin::pin!(seq.turn(1));
+            let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(wait.as_mut().poll(cx).is_pending())).await;
+            assert!(polled, "turn 1 waits for turn 0");
+        }
+        assert_eq!(seq.turn(0).await.unwrap_err(), SequencerError::Broken);
+        Ok::<_, BoxError>(())
+    });
     out.unwrap();
 }

@@ -16,6 +16,7 @@
 //!   [`check_half_closeable_stream`].
 //! * [`assert_checkpoints`] and [`assert_no_checkpoints`]: check that an
 //!   operation is (or is not) a checkpoint.
+//! * [`Sequencer`]: make code in different tasks run in a fixed order.
 //!
 //! ```
 //! use trioxide::run;
@@ -32,6 +33,7 @@ mod direction;
 mod halves;
 mod lockstep;
 mod memory_stream;
+mod sequencer;
 
 pub use crate::kernel::idle::{wait_all_tasks_blocked, WaitAllTasksBlocked};
 pub use check_streams::{check_half_closeable_stream, check_one_way_stream, check_two_way_stream, CheckFailed};
@@ -42,3 +44,4 @@ pub use lockstep::{
 pub use memory_stream::{
     memory_stream_one_way_pair, memory_stream_pair, MemoryReceiveStream, MemorySendStream, MemoryStream,
 };
+pub use sequencer::{Sequencer, SequencerError, SequencerTurn};
