@@ -15,11 +15,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use trioxide::sync::{Borrower, CapacityLimiter, ParkError, ParkingLot, TryBorrowError};
-use trioxide::testing::{Sequencer, SequencerError};
+use trioxide::testing::{
+    memory_stream_one_way_pair, memory_stream_pump, MemoryReceiveStream, MemorySendStream, Sequencer, SequencerError,
+};
 use trioxide::{
-    checkpoint, current_task, current_time, open_memory_channel, open_nursery, sleep, sleep_forever,
-    wait_all_tasks_blocked, BoxError, BrokenResource, Builder, CancelScope, Cancelled, MockClock, StartError, TaskId,
-    TaskStatus,
+    checkpoint, current_task, current_time, io_error_kind, open_memory_channel, open_nursery, sleep, sleep_forever,
+    wait_all_tasks_blocked, BoxError, BrokenResource, Builder, CancelScope, Cancelled, IoErrorKind, MockClock,
+    StartError, TaskId, TaskStatus,
 };
 
 // ---------------------------------------------------------------------------
@@ -815,4 +817,212 @@ fn test_Sequencer_dropped_wait_breaks_the_sequence() {
         Ok::<_, BoxError>(())
     });
     out.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 5b. Memory-stream hooks and memory_stream_pump
+//     (Trio's testing/_tests/test_memory_streams.py)
+
+/// test_memory_stream_pump: nothing to move is a no-op (false); everything,
+/// or one byte at a time with max_bytes=1; the end of the data once the
+/// sender closed.
+#[test]
+fn test_memory_stream_pump() {
+    Builder::new()
+        .seed(1)
+        .run(async {
+            let mss = MemorySendStream::new();
+            let mrs = MemoryReceiveStream::new();
+            let mut buf = [0u8; 10];
+            assert!(!memory_stream_pump(&mss, &mrs, None)?);
+
+            mss.send_all(b"123").await?;
+            assert!(memory_stream_pump(&mss, &mrs, None)?);
+            let n = mrs.receive_some(&mut buf).await?;
+            assert_eq!(&buf[..n], b"123");
+
+            mss.send_all(b"456").await?;
+            assert!(memory_stream_pump(&mss, &mrs, Some(1))?);
+            let n = mrs.receive_some(&mut buf).await?;
+            assert_eq!(&buf[..n], b"4");
+            assert!(memory_stream_pump(&mss, &mrs, Some(1))?);
+            assert!(memory_stream_pump(&mss, &mrs, Some(1))?);
+            assert!(!memory_stream_pump(&mss, &mrs, Some(1))?);
+            let n = mrs.receive_some(&mut buf).await?;
+            assert_eq!(&buf[..n], b"56");
+
+            mss.close();
+            assert!(memory_stream_pump(&mss, &mrs, None)?);
+            assert_eq!(mrs.receive_some(&mut buf).await?, 0);
+
+            // Pumping into a closed receiving end is BrokenResource, and
+            // loses nothing.
+            let (mss, mrs) = (MemorySendStream::new(), MemoryReceiveStream::new());
+            mss.send_all(b"kept").await?;
+            mrs.close();
+            let err = memory_stream_pump(&mss, &mrs, None).unwrap_err();
+            assert_eq!(io_error_kind(&err), Some(IoErrorKind::Broken));
+            assert_eq!(err.to_string(), "broken resource: MemoryReceiveStream was closed");
+            assert_eq!(mss.get_data_nowait(None)?, b"kept");
+            Ok::<_, BoxError>(())
+        })
+        .unwrap();
+}
+
+/// test_MemorySendStream (the hooks part, and get_data / get_data_nowait):
+/// the send_all hook runs after the data is in the buffer (it can take
+/// it), each hook runs once per call, the close hook on every close.
+#[test]
+fn test_memory_stream_hooks_send_side() {
+    Builder::new()
+        .seed(2)
+        .run(async {
+            let mss = MemorySendStream::new();
+            mss.send_all(b"123").await?;
+            assert_eq!(mss.get_data_nowait(Some(1))?, b"1");
+            assert_eq!(mss.get_data_nowait(None)?, b"23");
+            assert_eq!(mss.get_data_nowait(None).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+            assert_eq!(mss.get_data_nowait(Some(0)).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+            mss.send_all(b"456").await?;
+            assert_eq!(mss.get_data(None).await?, b"456");
+
+            let record = Log::default();
+            let mss2 = MemorySendStream::new();
+            let r = record.clone();
+            mss2.set_send_all_hook(move |s| {
+                let r = r.clone();
+                Box::pin(async move {
+                    // The hook runs after send_all did its work.
+                    assert_eq!(s.get_data_nowait(None)?, b"abc");
+                    r.push("send_all_hook");
+                    Ok(())
+                })
+            });
+            let r = record.clone();
+            mss2.set_wait_send_all_might_not_block_hook(move |_| {
+                r.push("wait_send_all_might_not_block_hook");
+                Box::pin(async { Ok(()) })
+            });
+            let r = record.clone();
+            mss2.set_close_hook(move |_| r.push("close_hook"));
+            mss2.send_all(b"abc").await?;
+            mss2.wait_send_all_might_not_block().await?;
+            mss2.close();
+            drop(mss2); // dropping closes again
+            assert_eq!(
+                record.get(),
+                strings(&["send_all_hook", "wait_send_all_might_not_block_hook", "close_hook", "close_hook"])
+            );
+
+            // A hook's error is send_all's.
+            let mss3 = MemorySendStream::new();
+            mss3.set_send_all_hook(|_| Box::pin(async { Err(std::io::Error::other("hook failed")) }));
+            assert_eq!(mss3.send_all(b"x").await.unwrap_err().to_string(), "hook failed");
+            mss3.clear_hooks();
+            mss3.send_all(b"y").await?;
+            assert_eq!(mss3.get_data_nowait(None)?, b"xy");
+            Ok::<_, BoxError>(())
+        })
+        .unwrap();
+}
+
+/// test_MemoryReceiveStream (put_data / put_eof and the hooks): the
+/// receive_some hook runs before the buffer is read, so what it puts in
+/// comes out of the same call; put_data after put_eof is ClosedResource;
+/// the close hook runs on close; a closed end's receive is ClosedResource.
+#[test]
+fn test_memory_stream_hooks_receive_side() {
+    Builder::new()
+        .seed(3)
+        .run(async {
+            let mut buf = [0u8; 10];
+            let mrs = MemoryReceiveStream::new();
+            mrs.put_data(b"abc")?;
+            let n = mrs.receive_some(&mut buf[..1]).await?;
+            assert_eq!(&buf[..n], b"a");
+            let n = mrs.receive_some(&mut buf).await?;
+            assert_eq!(&buf[..n], b"bc");
+            mrs.put_data(b"def")?;
+            mrs.put_eof();
+            mrs.put_eof();
+            let n = mrs.receive_some(&mut buf).await?;
+            assert_eq!(&buf[..n], b"def");
+            assert_eq!(mrs.receive_some(&mut buf).await?, 0);
+            assert_eq!(mrs.receive_some(&mut buf).await?, 0);
+            let err = mrs.put_data(b"---").unwrap_err();
+            assert_eq!(io_error_kind(&err), Some(IoErrorKind::Closed));
+
+            let record = Log::default();
+            let mrs2 = MemoryReceiveStream::new();
+            mrs2.set_receive_some_hook(|r| Box::pin(async move { r.put_data(b"xxx") }));
+            let r = record.clone();
+            mrs2.set_close_hook(move |_| r.push("closed"));
+            mrs2.put_data(b"yyy")?;
+            let n = mrs2.receive_some(&mut buf).await?;
+            assert_eq!(&buf[..n], b"yyyxxx");
+            let n = mrs2.receive_some(&mut buf).await?;
+            assert_eq!(&buf[..n], b"xxx");
+            let n = mrs2.receive_some(&mut buf).await?;
+            assert_eq!(&buf[..n], b"xxx");
+            mrs2.close();
+            assert_eq!(record.get(), strings(&["closed"]));
+            let err = mrs2.receive_some(&mut buf).await.unwrap_err();
+            assert_eq!(io_error_kind(&err), Some(IoErrorKind::Closed));
+            Ok::<_, BoxError>(())
+        })
+        .unwrap();
+}
+
+/// A slow link built from hooks and the pump (Trio's memory_stream_pair
+/// docstring): bytes cross one per second of virtual time, from a pump
+/// task; the receive hook is not needed. "hello" arrives at t = 1..5.
+#[test]
+fn test_memory_stream_pump_slow_link_in_virtual_time() {
+    let log = Log::default();
+    let l = log.clone();
+    let out = Builder::new().seed(4).clock(autojump_clock()).run(open_nursery(move |n| async move {
+        let tx = Rc::new(MemorySendStream::new());
+        let rx = Rc::new(MemoryReceiveStream::new());
+        let (t, r) = (tx.clone(), rx.clone());
+        n.start_soon(async move {
+            loop {
+                sleep(Duration::from_secs(1)).await?;
+                if memory_stream_pump(&t, &r, Some(1))? && r.buffered() == 0 {
+                    return Ok::<_, BoxError>(()); // the end of the data crossed
+                }
+            }
+        })?;
+        tx.send_all(b"hello").await?;
+        tx.close();
+        let mut buf = [0u8; 8];
+        loop {
+            let n = rx.receive_some(&mut buf).await?;
+            l.push(format!("t={} {:?}", secs(), std::str::from_utf8(&buf[..n])?));
+            if n == 0 {
+                break;
+            }
+        }
+        Ok::<_, BoxError>(())
+    }));
+    out.unwrap();
+    assert_eq!(log.get(), strings(&["t=1 \"h\"", "t=2 \"e\"", "t=3 \"l\"", "t=4 \"l\"", "t=5 \"o\"", "t=6 \"\""]));
+}
+
+/// memory_stream_one_way_pair exists and shares one buffer: what is sent
+/// is receivable at once, without a pump (Trio's default pump hook).
+#[test]
+fn test_memory_stream_one_way_pair() {
+    Builder::new()
+        .seed(5)
+        .run(async {
+            let (tx, rx) = memory_stream_one_way_pair();
+            tx.send_all(b"abc").await?;
+            assert_eq!(rx.buffered(), 3);
+            let mut buf = [0u8; 8];
+            assert_eq!(rx.receive_some(&mut buf).await?, 3);
+            tx.close();
+            assert_eq!(rx.receive_some(&mut buf).await?, 0);
+            Ok::<_, BoxError>(())
+        })
+        .unwrap();
 }

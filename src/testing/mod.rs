@@ -42,6 +42,7 @@ pub use lockstep::{
     lockstep_stream_one_way_pair, lockstep_stream_pair, LockstepReceiveStream, LockstepSendStream, LockstepStream,
 };
 pub use memory_stream::{
-    memory_stream_one_way_pair, memory_stream_pair, MemoryReceiveStream, MemorySendStream, MemoryStream,
+    memory_stream_one_way_pair, memory_stream_pair, memory_stream_pump, HookFuture, MemoryReceiveStream,
+    MemorySendStream, MemoryStream,
 };
 pub use sequencer::{Sequencer, SequencerError, SequencerTurn};
