@@ -118,7 +118,7 @@ impl std::error::Error for SequencerError {}
 ///     let turn = seq.turn(0).await.unwrap();
 ///     assert_eq!(turn.position(), 0);
 ///     drop(turn); // position 1 may start now
-///     seq.turn(1).await.unwrap();
+///     drop(seq.turn(1).await.unwrap());
 /// });
 /// ```
 #[must_use = "the turn ends as soon as this guard is dropped"]
