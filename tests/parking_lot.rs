@@ -161,9 +161,9 @@ fn break_lot_fails_every_waiter_and_every_later_park() {
             async move {
                 park_tasks(&n, &lot, &log, "w", 2).await?;
                 park_tasks(&n, &other, &log, "o", 1).await?;
-                assert_eq!(lot.broken_by(), None);
+                assert_eq!(lot.broken_by(), Vec::new());
                 assert_eq!(lot.break_lot(me), 2);
-                assert_eq!((lot.len(), lot.broken_by()), (0, Some(me)));
+                assert_eq!((lot.len(), lot.broken_by()), (0, vec![me]));
                 // A waiter moved onto a broken lot fails too.
                 assert_eq!(other.repark(&lot, 1), 1);
                 Ok::<_, BoxError>(())

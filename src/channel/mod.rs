@@ -111,16 +111,20 @@ pub fn open_memory_channel<T>(capacity: usize) -> (MemorySendChannel<T>, MemoryR
 }
 
 /// A snapshot of a channel's state, the same from every handle (Trio's
-/// `MemoryChannelStatistics`).
+/// `MemoryChannelStatistics`, every field of it, plus the buffer's
+/// high-water mark, `peak_buffer_used`).
 ///
 /// ```
 /// use trioxide::open_memory_channel;
 /// let (tx, rx) = open_memory_channel::<u8>(4);
 /// tx.try_send(1).unwrap();
+/// tx.try_send(2).unwrap();
+/// rx.try_receive().unwrap();
 /// let tx2 = tx.clone();
 /// let s = rx.statistics();
 /// assert_eq!(s, tx2.statistics());
 /// assert_eq!(s.current_buffer_used, 1);
+/// assert_eq!(s.peak_buffer_used, 2); // two values were buffered at once
 /// assert_eq!(s.max_buffer_size, 4);
 /// assert_eq!(s.open_send_channels, 2);
 /// assert_eq!(s.open_receive_channels, 1);
@@ -130,6 +134,14 @@ pub fn open_memory_channel<T>(capacity: usize) -> (MemorySendChannel<T>, MemoryR
 pub struct MemoryChannelStatistics {
     /// Values in the buffer now.
     pub current_buffer_used: usize,
+    /// The most values the buffer has held at once since the channel was
+    /// opened (a high-water mark, for sizing a channel; trioxide's own,
+    /// Trio has no such field). It never decreases. A value handed straight
+    /// to a blocked receiver never enters the buffer, so a rendezvous
+    /// channel stays at 0, except that a receive future dropped after its
+    /// hand-over puts its value back into the buffer, even beyond
+    /// `max_buffer_size`, and that counts.
+    pub peak_buffer_used: usize,
     /// The capacity given to [`open_memory_channel`] ([`UNBOUNDED`] for no
     /// limit).
     pub max_buffer_size: usize,

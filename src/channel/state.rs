@@ -133,6 +133,8 @@ pub(super) struct Closing<T> {
 pub(super) struct State<T> {
     buffer: VecDeque<T>,
     capacity: usize,
+    /// The most values `buffer` has held at once (never decreases).
+    peak_buffer_used: usize,
     open_senders: usize,
     open_receivers: usize,
     next_handle: HandleId,
@@ -147,6 +149,7 @@ impl<T> State<T> {
         State {
             buffer: VecDeque::new(),
             capacity,
+            peak_buffer_used: 0,
             open_senders: 0,
             open_receivers: 0,
             next_handle: 0,
@@ -172,12 +175,19 @@ impl<T> State<T> {
     pub(super) fn statistics(&self) -> MemoryChannelStatistics {
         MemoryChannelStatistics {
             current_buffer_used: self.buffer.len(),
+            peak_buffer_used: self.peak_buffer_used,
             max_buffer_size: self.capacity,
             open_send_channels: self.open_senders,
             open_receive_channels: self.open_receivers,
             tasks_waiting_send: self.senders.len,
             tasks_waiting_receive: self.receivers.len,
         }
+    }
+
+    /// Records the buffer's length if it is a new high-water mark.
+    #[inline]
+    fn note_peak(&mut self) {
+        self.peak_buffer_used = self.peak_buffer_used.max(self.buffer.len());
     }
 
     // ------------------------------------------------------------ lists
@@ -257,6 +267,7 @@ impl<T> State<T> {
         }
         if self.buffer.len() < self.capacity {
             self.buffer.push_back(value);
+            self.note_peak();
             Offer::Sent(None)
         } else {
             Offer::Full(value)
@@ -326,6 +337,7 @@ impl<T> State<T> {
             return PutBack::Done(self.finish(key, Status::Done));
         }
         self.buffer.push_front(value);
+        self.note_peak();
         PutBack::Done(None)
     }
 

@@ -69,8 +69,9 @@ pub(crate) struct Lot {
     nodes: Slab<Node>,
     head: Option<usize>,
     tail: Option<usize>,
-    /// Set by `break_lot`: every later park fails at once.
-    broken_by: Option<TaskId>,
+    /// Every task that broke the lot, in order (Trio's `broken_by` list).
+    /// Non-empty means broken: every later park fails at once.
+    broken_by: Vec<TaskId>,
 }
 
 impl Lot {
@@ -192,6 +193,10 @@ impl crate::kernel::error::Cancellation for ParkError {
     }
 }
 
+/// The error of [`ParkingLot::add_breaker`] given a task that has ended
+/// (Trio's message).
+const EXITED_BREAKER: BrokenResource = BrokenResource { reason: "Attempted to add already exited task as lot breaker" };
+
 /// The reason a broken lot gives.
 const BROKEN: BrokenResource =
     BrokenResource { reason: "the parking lot was broken (a lock's owner task ended holding it)" };
@@ -244,7 +249,7 @@ impl ParkingLot {
         while moved < n {
             let Some(waiter) = self.inner.borrow_mut().pop_front() else { break };
             let mut to = other.inner.borrow_mut();
-            if to.broken_by.is_some() {
+            if !to.broken_by.is_empty() {
                 drop(to);
                 finish(&waiter, State::Broken);
             } else {
@@ -264,11 +269,26 @@ impl ParkingLot {
 
     /// Breaks the lot: every waiter's park fails with
     /// [`ParkError::Broken`], and so does every later park. `by` is the
-    /// task responsible, reported by [`broken_by`](ParkingLot::broken_by).
+    /// task responsible, added to [`broken_by`](ParkingLot::broken_by)
+    /// (breaking an already broken lot only adds `by` there, as in Trio).
     /// Returns how many waiters were woken.
+    ///
+    /// ```
+    /// use trioxide::{run, current_task};
+    /// use trioxide::sync::{ParkError, ParkingLot};
+    ///
+    /// run(async {
+    ///     let lot = ParkingLot::new();
+    ///     let me = current_task().id;
+    ///     lot.break_lot(me);
+    ///     lot.break_lot(me);
+    ///     assert_eq!(lot.broken_by(), vec![me, me]);
+    ///     assert!(matches!(lot.park().await, Err(ParkError::Broken(_))));
+    /// });
+    /// ```
     pub fn break_lot(&self, by: TaskId) -> usize {
         let mut n = 0;
-        self.inner.borrow_mut().broken_by.get_or_insert(by);
+        self.inner.borrow_mut().broken_by.push(by);
         loop {
             let Some(w) = self.inner.borrow_mut().pop_front() else { break };
             finish(&w, State::Broken);
@@ -277,9 +297,58 @@ impl ParkingLot {
         n
     }
 
-    /// The task whose end broke this lot, if it is broken.
-    pub fn broken_by(&self) -> Option<TaskId> {
-        self.inner.borrow().broken_by
+    /// Every task that broke this lot, in the order they did (empty if it
+    /// is not broken). Trio's `ParkingLot.broken_by`: several breakers that
+    /// end (or several `break_lot` calls) are all listed.
+    ///
+    /// ```
+    /// use trioxide::{run, current_task};
+    /// use trioxide::sync::ParkingLot;
+    ///
+    /// run(async {
+    ///     let lot = ParkingLot::new();
+    ///     assert!(lot.broken_by().is_empty());
+    ///     lot.break_lot(current_task().id);
+    ///     assert_eq!(lot.broken_by(), vec![current_task().id]);
+    /// });
+    /// ```
+    pub fn broken_by(&self) -> Vec<TaskId> {
+        self.inner.borrow().broken_by.clone()
+    }
+
+    /// The first task that broke this lot, if it is broken: the one a
+    /// `Lock` names as its dead owner. Does not allocate.
+    ///
+    /// ```
+    /// use trioxide::{run, current_task};
+    /// use trioxide::sync::ParkingLot;
+    ///
+    /// run(async {
+    ///     let lot = ParkingLot::new();
+    ///     assert_eq!(lot.first_breaker(), None);
+    ///     lot.break_lot(current_task().id);
+    ///     assert_eq!(lot.first_breaker(), Some(current_task().id));
+    /// });
+    /// ```
+    pub fn first_breaker(&self) -> Option<TaskId> {
+        self.inner.borrow().broken_by.first().copied()
+    }
+
+    /// True once the lot is broken.
+    ///
+    /// ```
+    /// use trioxide::{run, current_task};
+    /// use trioxide::sync::ParkingLot;
+    ///
+    /// run(async {
+    ///     let lot = ParkingLot::new();
+    ///     assert!(!lot.is_broken());
+    ///     lot.break_lot(current_task().id);
+    ///     assert!(lot.is_broken());
+    /// });
+    /// ```
+    pub fn is_broken(&self) -> bool {
+        !self.inner.borrow().broken_by.is_empty()
     }
 
     /// How many tasks are parked here (Trio's `statistics().tasks_waiting`).
@@ -294,9 +363,50 @@ impl ParkingLot {
 
     /// Breaks this lot when `task` ends, unless
     /// [`remove_breaker`](ParkingLot::remove_breaker) is called first. A
-    /// `Lock` registers its owner this way (rule Y3).
-    pub fn add_breaker(&self, task: TaskId) {
-        Core::current().lot_breakers.borrow_mut().push((task, Rc::downgrade(&self.inner)));
+    /// `Lock` registers its owner this way (rule Y3). A task may be
+    /// registered several times (each registration is removed separately),
+    /// and registering on an already broken lot is allowed (its end then
+    /// adds it to [`broken_by`](ParkingLot::broken_by)).
+    ///
+    /// # Errors
+    /// A task that has already exited (or `TaskId::NONE`, or a task of
+    /// another run) cannot break anything any more: the call returns
+    /// [`BrokenResource`] ("Attempted to add already exited task as lot
+    /// breaker", Trio's `add_parking_lot_breaker`) and registers nothing.
+    ///
+    /// # Panics
+    /// Outside a run.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// use trioxide::{run, current_task, open_nursery, BoxError};
+    /// use trioxide::sync::ParkingLot;
+    ///
+    /// run(async {
+    ///     let lot = ParkingLot::new();
+    ///     lot.add_breaker(current_task().id)?; // alive: registered
+    ///     assert!(lot.remove_breaker(current_task().id));
+    ///
+    ///     let id = Rc::new(Cell::new(None));
+    ///     let id2 = id.clone();
+    ///     open_nursery(move |n| async move {
+    ///         n.start_soon(async move { id2.set(Some(current_task().id)) })?;
+    ///         Ok::<_, BoxError>(())
+    ///     }).await?;
+    ///     let exited = id.get().unwrap(); // that child has ended
+    ///     let err = lot.add_breaker(exited).unwrap_err();
+    ///     assert_eq!(err.reason, "Attempted to add already exited task as lot breaker");
+    ///     assert!(!lot.remove_breaker(exited), "nothing was registered");
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
+    pub fn add_breaker(&self, task: TaskId) -> Result<(), BrokenResource> {
+        let core = Core::current();
+        if !core.task_alive(task) {
+            return Err(EXITED_BREAKER);
+        }
+        core.lot_breakers.borrow_mut().push((task, Rc::downgrade(&self.inner)));
+        Ok(())
     }
 
     /// Undoes one [`add_breaker`](ParkingLot::add_breaker) for `task`;
@@ -403,7 +513,7 @@ impl Future for Park<'_> {
                 return Poll::Ready(Err(ParkError::Cancelled));
             }
             let mut lot = self.lot.inner.borrow_mut();
-            if lot.broken_by.is_some() {
+            if !lot.broken_by.is_empty() {
                 self.done = true;
                 return Poll::Ready(Err(ParkError::Broken(BROKEN)));
             }

@@ -6,6 +6,17 @@
 //! scope), so cancelling the caller cancels it and its errors come out of
 //! `start` itself (rule N10). `started` moves that root node under the
 //! target nursery's scope; from then on the child is the nursery's (N9).
+//!
+//! **In a cancelled caller** (Trio's `TaskStatus.started` and `start`, rule
+//! N12): `started(value)` records the value but does not move the child,
+//! which stays under the caller and ends on its own. `start` never reports
+//! a cancellation of its own (its wait is not a cancel point, as Trio's
+//! hidden nursery's `__aexit__` is not): what it returns follows from how
+//! the child ended. A child that hits a checkpoint gets `Cancelled` and,
+//! returning it, makes `start` return it; a child that called `started(v)`
+//! and returned without a cancelled checkpoint makes `start` return `v`
+//! (the caller's scope catches nothing); one that returned without calling
+//! `started` gives [`StartError::NotStarted`].
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -17,7 +28,7 @@ use std::task::{Context, Poll, Waker};
 use pin_project_lite::pin_project;
 
 use crate::kernel::cancel::{current_status_rc, ScopeNode};
-use crate::kernel::error::{BoxError, Cancelled, NurseryClosed, StartError};
+use crate::kernel::error::{BoxError, NurseryClosed, StartError};
 use crate::kernel::task::TaskId;
 use crate::kernel::Core;
 use crate::nursery::{ChildLink, ChildTask, Nursery, NurseryInner, Outcome, TaskOutput};
@@ -44,11 +55,12 @@ struct StartShared<V> {
     root: Rc<ScopeNode>,
     task: Cell<TaskId>,
     state: Cell<State>,
+    /// The value given to `started`. Taken by `start` once the child is
+    /// in the nursery, or once the child has ended if `started` was called
+    /// in a cancelled caller (which left the child where it was).
     value: RefCell<Option<V>>,
     outcome: RefCell<Option<Outcome>>,
     waker: RefCell<Option<Waker>>,
-    /// `started` was called while the caller was cancelled, so ignored.
-    started_while_cancelled: Cell<bool>,
 }
 
 impl<V> StartShared<V> {
@@ -109,19 +121,39 @@ impl<V> std::fmt::Debug for TaskStatus<V> {
 
 impl<V> TaskStatus<V> {
     /// Reports the child ready: `start` returns `value`, and the child moves
-    /// into the target nursery. Has no effect if the caller of `start` has
-    /// been cancelled meanwhile (rule N12): the child then stays under the
-    /// caller, which gets `Cancelled`.
+    /// into the target nursery.
+    ///
+    /// If the caller of `start` is cancelled (rule N12, as in Trio), the
+    /// value is recorded but the child is not moved: it stays under the
+    /// caller, still cancelled, and `start` waits for it to end. If it ends
+    /// without error (it reached no checkpoint, or swallowed its
+    /// `Cancelled`), `start` returns `value`; if it returns an error (its
+    /// `Cancelled` included), `start` returns that error.
+    ///
+    /// ```
+    /// use trioxide::{run, open_nursery, BoxError, CancelScope, TaskStatus};
+    /// run(open_nursery(|n| async move {
+    ///     let scope = CancelScope::new();
+    ///     scope.cancel();
+    ///     let got = scope
+    ///         .run(n.start(|status: TaskStatus<u8>| async move {
+    ///             status.started(1); // no checkpoint after it
+    ///         }))
+    ///         .await?;
+    ///     assert_eq!(got, Some(1)); // the body finished: start returned 1
+    ///     assert!(!scope.cancelled_caught());
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn started(self, value: V) {
         let s = &*self.shared;
         if s.state.get() != State::Waiting {
             return;
         }
+        *s.value.borrow_mut() = Some(value);
         if s.root.effectively_cancelled.get() {
-            s.started_while_cancelled.set(true);
             return;
         }
-        *s.value.borrow_mut() = Some(value);
         s.state.set(State::Started);
         s.target.child_adopted();
         s.target.pending_starts.set(s.target.pending_starts.get() - 1);
@@ -138,9 +170,12 @@ impl Nursery {
     ///
     /// Errors: the child's own error (unwrapped) if it fails before
     /// `started`; [`StartError::NotStarted`] if it returns without calling
-    /// it; [`NurseryClosed`] at once if the nursery is closed; `Cancelled` if
-    /// the caller was cancelled meanwhile. A panic before `started` resumes
-    /// in the caller.
+    /// it; [`NurseryClosed`] at once if the nursery is closed. A panic
+    /// before `started` resumes in the caller. Waiting here is not a cancel
+    /// point: if the caller is cancelled, the child (still under the caller)
+    /// is cancelled, and `start` reports what the child did about it: its
+    /// `Cancelled` if it returned one, the value if it called `started` and
+    /// ended without error (see [`TaskStatus::started`]).
     ///
     /// ```
     /// use trioxide::{run, open_nursery, BoxError, TaskStatus};
@@ -160,7 +195,7 @@ impl Nursery {
         F::Output: TaskOutput,
         V: 'static,
     {
-        Start { spawn: Some(spawn), target: self.inner.clone(), shared: None, saw_cancel: false, done: false }
+        Start { spawn: Some(spawn), target: self.inner.clone(), shared: None, done: false }
     }
 }
 
@@ -171,7 +206,6 @@ pin_project! {
         spawn: Option<S>,
         target: Rc<NurseryInner>,
         shared: Option<Rc<StartShared<V>>>,
-        saw_cancel: bool,
         done: bool,
     }
 
@@ -219,7 +253,6 @@ where
                     value: RefCell::new(None),
                     outcome: RefCell::new(None),
                     waker: RefCell::new(None),
-                    started_while_cancelled: Cell::new(false),
                 });
                 let spawn = this.spawn.take().expect("start spawn function taken twice");
                 let task = spawn(TaskStatus { shared: shared.clone() });
@@ -247,21 +280,20 @@ where
             }
             State::Exited => {
                 *this.done = true;
-                // The cancel may have reached the child before this future
-                // was polled again (same pass, reversed batch), so look at
-                // every trace of it, not only what this future saw.
-                let cancelled = *this.saw_cancel || shared.started_while_cancelled.get() || core.is_cancelled();
+                // The child ended under the caller. Whether the caller was
+                // cancelled does not matter here (Trio): the child's outcome
+                // decides, and a value recorded by `started` in a cancelled
+                // caller is returned if the child ended without error.
                 match shared.outcome.borrow_mut().take() {
                     Some(Outcome::Err(e)) => Poll::Ready(Err(e)),
                     Some(Outcome::Panic(p)) => resume_unwind(p),
-                    Some(Outcome::Ok) | None if cancelled => Poll::Ready(Err(Box::new(Cancelled))),
-                    Some(Outcome::Ok) | None => Poll::Ready(Err(Box::new(StartError::NotStarted))),
+                    Some(Outcome::Ok) | None => match shared.value.borrow_mut().take() {
+                        Some(v) => Poll::Ready(Ok(v)),
+                        None => Poll::Ready(Err(Box::new(StartError::NotStarted))),
+                    },
                 }
             }
             State::Waiting | State::Abandoned => {
-                if core.is_cancelled() {
-                    *this.saw_cancel = true;
-                }
                 *shared.waker.borrow_mut() = Some(cx.waker().clone());
                 core.set_waiting_on("start");
                 Poll::Pending

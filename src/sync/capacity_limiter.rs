@@ -201,18 +201,17 @@ pub struct CapacityLimiterStatistics {
 
 impl CapacityLimiter {
     /// A sack of `total` tokens. `usize::MAX` means no limit in practice.
+    /// `0` is allowed (as in Trio since PR #3321): borrowing is paused, every
+    /// acquisition waits until [`set_total_tokens`](CapacityLimiter::set_total_tokens)
+    /// grows the sack.
     ///
     /// ```
     /// let l = trioxide::sync::CapacityLimiter::new(40);
     /// assert_eq!(l.available_tokens(), 40);
+    /// let paused = trioxide::sync::CapacityLimiter::new(0);
+    /// assert_eq!(paused.available_tokens(), 0);
     /// ```
-    ///
-    /// # Panics
-    /// If `total` is 0 (a sack nobody could ever borrow from; Trio raises
-    /// `ValueError`). [`set_total_tokens`](CapacityLimiter::set_total_tokens)
-    /// reports the same as an error.
     pub fn new(total: usize) -> CapacityLimiter {
-        assert!(total >= 1, "{}", ZeroTotalTokens);
         CapacityLimiter {
             total: Cell::new(total),
             borrowers: RefCell::new(HashMap::default()),
@@ -359,29 +358,33 @@ impl CapacityLimiter {
 
     /// Changes the sack's size. Growing it hands the new tokens to waiters
     /// at once, oldest first; shrinking it below the tokens held takes
-    /// effect as they come back (nobody loses a token). Fails if `total` is
-    /// 0.
+    /// effect as they come back (nobody loses a token).
+    ///
+    /// `0` pauses borrowing (Trio allows it since PR #3321): holders keep
+    /// their tokens, tokens given back are not handed on, every
+    /// acquisition waits (`try_` ones fail with `WouldBlock`), in arrival
+    /// order; growing the sack later hands the new tokens to the waiters,
+    /// oldest first.
     ///
     /// ```
     /// use trioxide::sync::{Borrower, CapacityLimiter};
     /// let l = CapacityLimiter::new(2);
     /// let a = l.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
     /// let b = l.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
-    /// l.set_total_tokens(1).unwrap();
+    /// l.set_total_tokens(1);
     /// assert_eq!((l.borrowed_tokens(), l.available_tokens()), (2, 0));
     /// drop(a);
     /// assert_eq!(l.available_tokens(), 0);
     /// drop(b);
     /// assert_eq!(l.available_tokens(), 1);
-    /// assert!(l.set_total_tokens(0).is_err());
+    /// l.set_total_tokens(0); // pause
+    /// assert!(l.try_acquire_on_behalf_of(Borrower::unique()).is_err());
+    /// l.set_total_tokens(1); // resume
+    /// assert!(l.try_acquire_on_behalf_of(Borrower::unique()).is_ok());
     /// ```
-    pub fn set_total_tokens(&self, total: usize) -> Result<(), ZeroTotalTokens> {
-        if total == 0 {
-            return Err(ZeroTotalTokens);
-        }
+    pub fn set_total_tokens(&self, total: usize) {
         self.total.set(total);
         self.wake_waiters();
-        Ok(())
     }
 
     /// The sack's size.
@@ -800,20 +803,3 @@ impl fmt::Display for NotBorrowing {
 }
 
 impl std::error::Error for NotBorrowing {}
-
-/// A [`CapacityLimiter`] of 0 tokens was asked for.
-///
-/// ```
-/// use trioxide::sync::{CapacityLimiter, ZeroTotalTokens};
-/// assert_eq!(CapacityLimiter::new(1).set_total_tokens(0), Err(ZeroTotalTokens));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ZeroTotalTokens;
-
-impl fmt::Display for ZeroTotalTokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a CapacityLimiter's total_tokens must be >= 1")
-    }
-}
-
-impl std::error::Error for ZeroTotalTokens {}

@@ -268,7 +268,7 @@ impl Lock {
 
     /// Breaks the lot if the owner task has ended; returns the dead owner.
     fn check_owner(&self) -> Option<TaskId> {
-        if let Some(dead) = self.lot.broken_by() {
+        if let Some(dead) = self.lot.first_breaker() {
             return Some(dead);
         }
         let owner = self.owner.get();
@@ -287,8 +287,14 @@ impl Lock {
         if self.breaker.get() || self.check_owner().is_some() || self.owner.get() == TaskId::NONE {
             return;
         }
-        self.lot.add_breaker(self.owner.get());
-        self.breaker.set(true);
+        // `check_owner` found the owner alive, so this cannot fail; if it
+        // did, the owner could never release, so the lot breaks now.
+        match self.lot.add_breaker(self.owner.get()) {
+            Ok(()) => self.breaker.set(true),
+            Err(_) => {
+                self.lot.break_lot(self.owner.get());
+            }
+        }
     }
 
     /// The current owner, `TaskId::NONE` if free.
@@ -311,7 +317,7 @@ impl Lock {
     /// Ends the current holding period: ownership goes to the oldest
     /// waiter (which is woken already owning it), or the lock becomes free.
     pub(crate) fn hand_over(&self) {
-        if self.lot.broken_by().is_some() {
+        if self.lot.is_broken() {
             // Broken for good (rule Y3). Reachable only if a guard outlived
             // its owner task (moved into another task's keeping): the lock
             // stays broken rather than becoming free for some and broken
@@ -332,8 +338,14 @@ impl Lock {
                 // The new period began with the bump above.
                 self.owner.set(next);
                 if in_run && !self.lot.is_empty() {
-                    self.lot.add_breaker(next);
-                    self.breaker.set(true);
+                    // `next` was parked, so it is alive; were it not, it
+                    // could never release, and the lot breaks at once.
+                    match self.lot.add_breaker(next) {
+                        Ok(()) => self.breaker.set(true),
+                        Err(_) => {
+                            self.lot.break_lot(next);
+                        }
+                    }
                 }
             }
             None => self.owner.set(TaskId::NONE),
@@ -342,7 +354,7 @@ impl Lock {
 
     /// The task whose end broke the lock.
     pub(crate) fn broken(&self) -> TaskId {
-        self.lot.broken_by().unwrap_or(self.owner.get())
+        self.lot.first_breaker().unwrap_or(self.owner.get())
     }
 }
 

@@ -30,7 +30,7 @@ mod semaphore;
 pub use crate::kernel::parking_lot::{Park, ParkError, ParkingLot};
 pub use capacity_limiter::{
     BorrowError, Borrower, CapacityAcquire, CapacityLimiter, CapacityLimiterStatistics, CapacityToken, NotBorrowing,
-    TryBorrowError, ZeroTotalTokens,
+    TryBorrowError,
 };
 pub use condition::{Condition, ConditionAcquire, ConditionError, ConditionGuard, ConditionStatistics, ConditionWait};
 pub use event::{Event, EventStatistics, EventWait};

@@ -8,16 +8,35 @@
 //! [`BusyResource`](crate::BusyResource); operations on a closed end get
 //! [`ClosedResource`](crate::ClosedResource), and closing wakes the task
 //! waiting on that end with it; a cancelled receive loses no bytes.
+//!
+//! **Hooks and pumps (Trio's `MemorySendStream(send_all_hook, ...)`,
+//! `MemoryReceiveStream(receive_some_hook, close_hook)` and
+//! `memory_stream_pump`).** The two ends of a pair made by
+//! [`memory_stream_one_way_pair`] share one buffer, so what is sent can be
+//! received at once: the effect Trio gets from a `send_all_hook` that pumps
+//! after every send. To control delivery (a slow link, bytes trickling
+//! through one at a time), make the two ends separately with
+//! [`MemorySendStream::new`] and [`MemoryReceiveStream::new`], each with a
+//! buffer of its own, and move data between them with
+//! [`memory_stream_pump`] from hooks or from a task of your own. The
+//! sending end's buffer is read with [`get_data`](MemorySendStream::get_data);
+//! the receiving end's is filled with
+//! [`put_data`](MemoryReceiveStream::put_data) and
+//! [`put_eof`](MemoryReceiveStream::put_eof). Hooks are given the stream
+//! they belong to, so they need not (and should not) hold it, which would
+//! be a reference cycle.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 
 use crate::kernel::budget::after_io;
-use crate::kernel::error::{BrokenResource, ClosedResource};
+use crate::kernel::error::{BrokenResource, ClosedResource, WouldBlock};
 use crate::stream::stapled::StapledStream;
 use crate::testing::direction::{empty_buffer, Direction};
 use crate::testing::halves::{one_way_halves, stapled_pair};
@@ -52,8 +71,46 @@ pub(super) fn take_into(data: &mut VecDeque<u8>, buf: &mut [u8]) -> usize {
     n
 }
 
+/// The future an asynchronous hook returns, borrowing the stream it was
+/// given (`Box::pin(async move { ... })`).
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + 'a>>;
+
+type SendHook = Rc<dyn for<'a> Fn(&'a MemorySendStream) -> HookFuture<'a>>;
+type ReceiveHook = Rc<dyn for<'a> Fn(&'a MemoryReceiveStream) -> HookFuture<'a>>;
+type SendCloseHook = Rc<dyn Fn(&MemorySendStream)>;
+type ReceiveCloseHook = Rc<dyn Fn(&MemoryReceiveStream)>;
+
+#[derive(Default)]
+struct SendHooks {
+    send_all: RefCell<Option<SendHook>>,
+    wait_send_all_might_not_block: RefCell<Option<SendHook>>,
+    close: RefCell<Option<SendCloseHook>>,
+}
+
+#[derive(Default)]
+struct ReceiveHooks {
+    receive_some: RefCell<Option<ReceiveHook>>,
+    close: RefCell<Option<ReceiveCloseHook>>,
+}
+
+/// `max_bytes` of `get_data`: `None` for everything, else at least 1.
+fn check_max_bytes(max_bytes: Option<usize>) -> io::Result<usize> {
+    match max_bytes {
+        None => Ok(usize::MAX),
+        Some(0) => Err(io::Error::new(io::ErrorKind::InvalidInput, "max_bytes must be >= 1")),
+        Some(n) => Ok(n),
+    }
+}
+
+/// Takes up to `max` bytes from the front of `data`.
+fn take_up_to(data: &mut VecDeque<u8>, max: usize) -> Vec<u8> {
+    let n = data.len().min(max);
+    data.drain(..n).collect()
+}
+
 /// The sending end of a one-way memory stream, made by
-/// [`memory_stream_one_way_pair`]. Dropping it closes it: the receiver reads
+/// [`memory_stream_one_way_pair`] or, with a buffer of its own, by
+/// [`MemorySendStream::new`]. Dropping it closes it: the receiver reads
 /// the rest of the buffer, then 0.
 ///
 /// ```
@@ -72,10 +129,12 @@ pub(super) fn take_into(data: &mut VecDeque<u8>, buf: &mut [u8]) -> usize {
 /// ```
 pub struct MemorySendStream {
     pipe: Rc<Pipe>,
+    hooks: SendHooks,
 }
 
 /// The receiving end of a one-way memory stream, made by
-/// [`memory_stream_one_way_pair`]. Dropping it closes it: later sends fail
+/// [`memory_stream_one_way_pair`] or, with a buffer of its own, by
+/// [`MemoryReceiveStream::new`]. Dropping it closes it: later sends fail
 /// with [`BrokenResource`](crate::BrokenResource).
 ///
 /// ```
@@ -92,6 +151,7 @@ pub struct MemorySendStream {
 /// ```
 pub struct MemoryReceiveStream {
     pipe: Rc<Pipe>,
+    hooks: ReceiveHooks,
 }
 
 impl fmt::Debug for MemorySendStream {
@@ -131,7 +191,10 @@ impl fmt::Debug for MemoryReceiveStream {
 /// ```
 pub fn memory_stream_one_way_pair() -> (MemorySendStream, MemoryReceiveStream) {
     let pipe = Rc::new(Pipe::default());
-    (MemorySendStream { pipe: pipe.clone() }, MemoryReceiveStream { pipe })
+    (
+        MemorySendStream { pipe: pipe.clone(), hooks: SendHooks::default() },
+        MemoryReceiveStream { pipe, hooks: ReceiveHooks::default() },
+    )
 }
 
 impl MemorySendStream {
@@ -152,6 +215,10 @@ impl MemorySendStream {
             pipe.data.borrow_mut().extend(data);
             pipe.receive.wake();
         }
+        let hook = self.hooks.send_all.borrow().clone();
+        if let Some(hook) = hook {
+            hook(self).await?;
+        }
         after_io().await;
         Ok(())
     }
@@ -162,16 +229,235 @@ impl MemorySendStream {
     pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
         let pipe = &*self.pipe;
         let _claim = pipe.send.claim(pipe.eof.get())?;
+        let hook = self.hooks.wait_send_all_might_not_block.borrow().clone();
+        if let Some(hook) = hook {
+            hook(self).await?;
+        }
         after_io().await;
         Ok(())
     }
 
     /// Closes this end: the receiver reads what is buffered, then 0.
-    /// Immediate and idempotent.
+    /// Immediate and idempotent, but the close hook runs on every call (as
+    /// in Trio), dropping the stream included.
     pub fn close(&self) {
         self.pipe.eof.set(true);
         self.pipe.receive.wake();
         self.pipe.send.wake();
+        let hook = self.hooks.close.borrow().clone();
+        if let Some(hook) = hook {
+            hook(self);
+        }
+    }
+
+    /// A sending end with a buffer of its own and no receiving end (Trio's
+    /// `MemorySendStream()`): what is sent stays in the buffer until taken
+    /// with [`get_data`](MemorySendStream::get_data),
+    /// [`get_data_nowait`](MemorySendStream::get_data_nowait) or
+    /// [`memory_stream_pump`].
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::MemorySendStream;
+    ///
+    /// run(async {
+    ///     let tx = MemorySendStream::new();
+    ///     tx.send_all(b"123").await?;
+    ///     assert_eq!(tx.get_data_nowait(Some(1))?, b"1");
+    ///     assert_eq!(tx.get_data(None).await?, b"23");
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
+    #[allow(clippy::new_without_default)] // dropping one closes it: no `Default`
+    pub fn new() -> MemorySendStream {
+        MemorySendStream { pipe: Rc::new(Pipe::default()), hooks: SendHooks::default() }
+    }
+
+    /// Sets the hook `send_all` awaits after it has put its data in the
+    /// buffer (before its final schedule point); an error of the hook is
+    /// `send_all`'s. Trio's `send_all_hook`.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::{memory_stream_pump, MemoryReceiveStream, MemorySendStream};
+    ///
+    /// run(async {
+    ///     // A link that delivers one byte per send_all call.
+    ///     let rx = Rc::new(MemoryReceiveStream::new());
+    ///     let tx = MemorySendStream::new();
+    ///     let to = rx.clone();
+    ///     tx.set_send_all_hook(move |tx| {
+    ///         let to = to.clone();
+    ///         Box::pin(async move {
+    ///             memory_stream_pump(tx, &to, Some(1))?;
+    ///             Ok(())
+    ///         })
+    ///     });
+    ///     tx.send_all(b"ab").await?;
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 1);
+    ///     assert_eq!(tx.buffered(), 1);
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
+    pub fn set_send_all_hook<F>(&self, hook: F)
+    where
+        F: for<'a> Fn(&'a MemorySendStream) -> HookFuture<'a> + 'static,
+    {
+        *self.hooks.send_all.borrow_mut() = Some(Rc::new(hook));
+    }
+
+    /// Sets the hook `wait_send_all_might_not_block` awaits before its
+    /// final schedule point (Trio's `wait_send_all_might_not_block_hook`):
+    /// make it wait to simulate a clogged link.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::MemorySendStream;
+    ///
+    /// run(async {
+    ///     let tx = MemorySendStream::new();
+    ///     let calls = Rc::new(std::cell::Cell::new(0));
+    ///     let c = calls.clone();
+    ///     tx.set_wait_send_all_might_not_block_hook(move |_| {
+    ///         c.set(c.get() + 1);
+    ///         Box::pin(async { Ok(()) })
+    ///     });
+    ///     tx.wait_send_all_might_not_block().await?;
+    ///     assert_eq!(calls.get(), 1);
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
+    pub fn set_wait_send_all_might_not_block_hook<F>(&self, hook: F)
+    where
+        F: for<'a> Fn(&'a MemorySendStream) -> HookFuture<'a> + 'static,
+    {
+        *self.hooks.wait_send_all_might_not_block.borrow_mut() = Some(Rc::new(hook));
+    }
+
+    /// Sets the hook every [`close`](MemorySendStream::close) calls after
+    /// closing (Trio's `close_hook`; dropping the stream closes it too):
+    /// pump the EOF on with it.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::{memory_stream_pump, MemoryReceiveStream, MemorySendStream};
+    ///
+    /// run(async {
+    ///     let rx = Rc::new(MemoryReceiveStream::new());
+    ///     let tx = MemorySendStream::new();
+    ///     let to = rx.clone();
+    ///     tx.set_close_hook(move |tx| {
+    ///         let _ = memory_stream_pump(tx, &to, None);
+    ///     });
+    ///     drop(tx);
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 0); // EOF arrived
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
+    pub fn set_close_hook<F>(&self, hook: F)
+    where
+        F: Fn(&MemorySendStream) + 'static,
+    {
+        *self.hooks.close.borrow_mut() = Some(Rc::new(hook));
+    }
+
+    /// Removes every hook.
+    ///
+    /// ```
+    /// let tx = trioxide::testing::MemorySendStream::new();
+    /// tx.set_close_hook(|_| panic!("not called"));
+    /// tx.clear_hooks();
+    /// drop(tx);
+    /// ```
+    pub fn clear_hooks(&self) {
+        *self.hooks.send_all.borrow_mut() = None;
+        *self.hooks.wait_send_all_might_not_block.borrow_mut() = None;
+        *self.hooks.close.borrow_mut() = None;
+    }
+
+    /// Takes up to `max_bytes` (`None`: all) sent bytes out of the buffer,
+    /// waiting until there are some; an empty `Vec` once this end is closed
+    /// and the buffer is empty (Trio's `get_data`). A checkpoint.
+    ///
+    /// Errors: `InvalidInput` for `Some(0)`; `BusyResource` if another task
+    /// is taking data (or receiving, for a pair's end); `ClosedResource` if
+    /// the receiving end of a pair is closed.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::MemorySendStream;
+    ///
+    /// run(async {
+    ///     let tx = MemorySendStream::new();
+    ///     tx.send_all(b"456").await?;
+    ///     assert_eq!(tx.get_data(None).await?, b"456");
+    ///     tx.close();
+    ///     assert_eq!(tx.get_data(None).await?, b"");
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
+    pub async fn get_data(&self, max_bytes: Option<usize>) -> io::Result<Vec<u8>> {
+        let max = check_max_bytes(max_bytes)?;
+        let pipe = &*self.pipe;
+        let claim = pipe.receive.claim(pipe.receiver_closed.get())?;
+        let mut waited = false;
+        let data = std::future::poll_fn(|cx| -> Poll<io::Result<Vec<u8>>> {
+            if pipe.receiver_closed.get() {
+                return Poll::Ready(Err(ClosedResource.into()));
+            }
+            if waited && claim.is_cancelled() {
+                return Poll::Ready(Err(crate::Cancelled.into()));
+            }
+            let mut data = pipe.data.borrow_mut();
+            if !data.is_empty() {
+                return Poll::Ready(Ok(take_up_to(&mut data, max)));
+            }
+            if pipe.eof.get() {
+                return Poll::Ready(Ok(Vec::new()));
+            }
+            waited = true;
+            claim.park(cx, "memory stream get_data");
+            Poll::Pending
+        })
+        .await?;
+        if !waited {
+            after_io().await;
+        }
+        Ok(data)
+    }
+
+    /// [`get_data`](MemorySendStream::get_data) without waiting (Trio's
+    /// `get_data_nowait`): an error of kind `WouldBlock` if the buffer is
+    /// empty and this end is still open. Not a checkpoint.
+    ///
+    /// ```
+    /// use std::io::ErrorKind;
+    /// use trioxide::testing::MemorySendStream;
+    ///
+    /// let tx = MemorySendStream::new();
+    /// assert_eq!(tx.get_data_nowait(None).unwrap_err().kind(), ErrorKind::WouldBlock);
+    /// tx.close();
+    /// assert_eq!(tx.get_data_nowait(None).unwrap(), b"");
+    /// ```
+    pub fn get_data_nowait(&self, max_bytes: Option<usize>) -> io::Result<Vec<u8>> {
+        let max = check_max_bytes(max_bytes)?;
+        let pipe = &*self.pipe;
+        if pipe.receiver_closed.get() {
+            return Err(ClosedResource.into());
+        }
+        let mut data = pipe.data.borrow_mut();
+        if !data.is_empty() {
+            return Ok(take_up_to(&mut data, max));
+        }
+        if pipe.eof.get() {
+            return Ok(Vec::new());
+        }
+        Err(io::Error::new(io::ErrorKind::WouldBlock, WouldBlock))
     }
 
     /// Bytes sent but not yet received.
@@ -195,6 +481,10 @@ impl MemoryReceiveStream {
         }
         let pipe = &*self.pipe;
         let claim = pipe.receive.claim(pipe.receiver_closed.get())?;
+        let hook = self.hooks.receive_some.borrow().clone();
+        if let Some(hook) = hook {
+            hook(self).await?;
+        }
         let mut waited = false;
         let n = std::future::poll_fn(|cx| -> Poll<io::Result<usize>> {
             if pipe.receiver_closed.get() {
@@ -225,9 +515,147 @@ impl MemoryReceiveStream {
     /// Closes this end: discards the buffer, wakes a waiting receive with
     /// `ClosedResource`, and makes later sends fail with `BrokenResource`.
     /// Immediate and idempotent.
+    /// The close hook runs on every call (as in Trio), dropping the stream
+    /// included.
     pub fn close(&self) {
         self.pipe.receiver_closed.set(true);
         self.pipe.data.borrow_mut().clear();
+        self.pipe.receive.wake();
+        self.pipe.send.wake();
+        let hook = self.hooks.close.borrow().clone();
+        if let Some(hook) = hook {
+            hook(self);
+        }
+    }
+
+    /// A receiving end with a buffer of its own and no sending end (Trio's
+    /// `MemoryReceiveStream()`): fill it with
+    /// [`put_data`](MemoryReceiveStream::put_data) and
+    /// [`put_eof`](MemoryReceiveStream::put_eof), or with
+    /// [`memory_stream_pump`].
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::MemoryReceiveStream;
+    ///
+    /// run(async {
+    ///     let rx = MemoryReceiveStream::new();
+    ///     rx.put_data(b"abc")?;
+    ///     rx.put_eof();
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 3);
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 0);
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
+    #[allow(clippy::new_without_default)] // dropping one closes it: no `Default`
+    pub fn new() -> MemoryReceiveStream {
+        MemoryReceiveStream { pipe: Rc::new(Pipe::default()), hooks: ReceiveHooks::default() }
+    }
+
+    /// Sets the hook `receive_some` awaits after its checks and before it
+    /// looks at the buffer (Trio's `receive_some_hook`): pump data in with
+    /// it, or wait to simulate latency. An error of the hook is
+    /// `receive_some`'s.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::MemoryReceiveStream;
+    ///
+    /// run(async {
+    ///     let rx = MemoryReceiveStream::new();
+    ///     rx.set_receive_some_hook(|rx| Box::pin(async move { rx.put_data(b"xxx") }));
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 3);
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
+    pub fn set_receive_some_hook<F>(&self, hook: F)
+    where
+        F: for<'a> Fn(&'a MemoryReceiveStream) -> HookFuture<'a> + 'static,
+    {
+        *self.hooks.receive_some.borrow_mut() = Some(Rc::new(hook));
+    }
+
+    /// Sets the hook every [`close`](MemoryReceiveStream::close) calls
+    /// after closing (Trio's `close_hook`).
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// use trioxide::testing::MemoryReceiveStream;
+    ///
+    /// let closed = Rc::new(Cell::new(0));
+    /// let c = closed.clone();
+    /// let rx = MemoryReceiveStream::new();
+    /// rx.set_close_hook(move |_| c.set(c.get() + 1));
+    /// rx.close();
+    /// drop(rx); // closes again
+    /// assert_eq!(closed.get(), 2);
+    /// ```
+    pub fn set_close_hook<F>(&self, hook: F)
+    where
+        F: Fn(&MemoryReceiveStream) + 'static,
+    {
+        *self.hooks.close.borrow_mut() = Some(Rc::new(hook));
+    }
+
+    /// Removes every hook.
+    ///
+    /// ```
+    /// let rx = trioxide::testing::MemoryReceiveStream::new();
+    /// rx.set_close_hook(|_| panic!("not called"));
+    /// rx.clear_hooks();
+    /// drop(rx);
+    /// ```
+    pub fn clear_hooks(&self) {
+        *self.hooks.receive_some.borrow_mut() = None;
+        *self.hooks.close.borrow_mut() = None;
+    }
+
+    /// Appends `data` to the buffer and wakes a waiting receive (Trio's
+    /// `put_data`). `ClosedResource` after [`put_eof`](MemoryReceiveStream::put_eof)
+    /// or [`close`](MemoryReceiveStream::close) (or, for a pair's end, after
+    /// the sending end closed).
+    ///
+    /// ```
+    /// use trioxide::testing::MemoryReceiveStream;
+    /// let rx = MemoryReceiveStream::new();
+    /// rx.put_data(b"abc").unwrap();
+    /// assert_eq!(rx.buffered(), 3);
+    /// rx.put_eof();
+    /// assert!(rx.put_data(b"---").is_err());
+    /// ```
+    pub fn put_data(&self, data: &[u8]) -> io::Result<()> {
+        let pipe = &*self.pipe;
+        if pipe.receiver_closed.get() || pipe.eof.get() {
+            return Err(ClosedResource.into());
+        }
+        if !data.is_empty() {
+            pipe.data.borrow_mut().extend(data);
+            pipe.receive.wake();
+        }
+        Ok(())
+    }
+
+    /// Marks the end of the data: once the buffer is drained, receives
+    /// return 0 (Trio's `put_eof`). Idempotent. For a pair's end this is
+    /// the same as closing the sending end.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::MemoryReceiveStream;
+    ///
+    /// run(async {
+    ///     let rx = MemoryReceiveStream::new();
+    ///     rx.put_eof();
+    ///     rx.put_eof();
+    ///     let mut buf = [0u8; 1];
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 0);
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
+    pub fn put_eof(&self) {
+        self.pipe.eof.set(true);
         self.pipe.receive.wake();
         self.pipe.send.wake();
     }
@@ -285,4 +713,57 @@ pub type MemoryStream = StapledStream<MemorySendStream, MemoryReceiveStream>;
 /// ```
 pub fn memory_stream_pair() -> (MemoryStream, MemoryStream) {
     stapled_pair(memory_stream_one_way_pair)
+}
+
+/// Why a pump into a closed receiving end fails (Trio's message).
+const PUMP_RECEIVER_CLOSED: BrokenResource = BrokenResource { reason: "MemoryReceiveStream was closed" };
+
+/// Moves data from `send`'s buffer into `receive`'s (Trio's
+/// `memory_stream_pump`): up to `max_bytes` bytes (`None`: all there is),
+/// or the end of the data if `send` is closed and its buffer empty.
+/// Returns whether it moved anything (data or the end). Not a checkpoint.
+///
+/// Errors: `BrokenResource` ("MemoryReceiveStream was closed") if `receive`
+/// is closed, `InvalidInput` for `Some(0)`.
+///
+/// ```
+/// use trioxide::{run, BoxError};
+/// use trioxide::testing::{memory_stream_pump, MemoryReceiveStream, MemorySendStream};
+///
+/// run(async {
+///     let (tx, rx) = (MemorySendStream::new(), MemoryReceiveStream::new());
+///     assert!(!memory_stream_pump(&tx, &rx, None)?); // nothing to move
+///     tx.send_all(b"456").await?;
+///     assert!(memory_stream_pump(&tx, &rx, Some(1))?);
+///     let mut buf = [0u8; 10];
+///     assert_eq!(rx.receive_some(&mut buf).await?, 1);
+///     assert_eq!(&buf[..1], b"4");
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
+pub fn memory_stream_pump(
+    send: &MemorySendStream,
+    receive: &MemoryReceiveStream,
+    max_bytes: Option<usize>,
+) -> io::Result<bool> {
+    check_max_bytes(max_bytes)?;
+    {
+        let from = &*send.pipe;
+        if from.data.borrow().is_empty() && !from.eof.get() && !from.receiver_closed.get() {
+            return Ok(false);
+        }
+    }
+    // Refuse before taking anything, so a failed pump loses no data.
+    let to = &*receive.pipe;
+    let has_data = !send.pipe.data.borrow().is_empty();
+    if to.receiver_closed.get() || (has_data && to.eof.get()) {
+        return Err(PUMP_RECEIVER_CLOSED.into());
+    }
+    let data = send.get_data_nowait(max_bytes)?;
+    if data.is_empty() {
+        receive.put_eof();
+    } else {
+        receive.put_data(&data)?;
+    }
+    Ok(true)
 }

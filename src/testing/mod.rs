@@ -16,6 +16,7 @@
 //!   [`check_half_closeable_stream`].
 //! * [`assert_checkpoints`] and [`assert_no_checkpoints`]: check that an
 //!   operation is (or is not) a checkpoint.
+//! * [`Sequencer`]: make code in different tasks run in a fixed order.
 //!
 //! ```
 //! use trioxide::run;
@@ -32,6 +33,7 @@ mod direction;
 mod halves;
 mod lockstep;
 mod memory_stream;
+mod sequencer;
 
 pub use crate::kernel::idle::{wait_all_tasks_blocked, WaitAllTasksBlocked};
 pub use check_streams::{check_half_closeable_stream, check_one_way_stream, check_two_way_stream, CheckFailed};
@@ -40,5 +42,7 @@ pub use lockstep::{
     lockstep_stream_one_way_pair, lockstep_stream_pair, LockstepReceiveStream, LockstepSendStream, LockstepStream,
 };
 pub use memory_stream::{
-    memory_stream_one_way_pair, memory_stream_pair, MemoryReceiveStream, MemorySendStream, MemoryStream,
+    memory_stream_one_way_pair, memory_stream_pair, memory_stream_pump, HookFuture, MemoryReceiveStream,
+    MemorySendStream, MemoryStream,
 };
+pub use sequencer::{Sequencer, SequencerError, SequencerTurn};
