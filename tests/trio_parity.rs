@@ -169,7 +169,7 @@ fn test_nursery_start_with_cancelled_caller_child_exiting_without_started_is_not
         );
         assert!(!r.caught, "seed {seed}");
         assert_eq!(
-            r.target, "Err(1 error(s) in nursery: [0] child exited without calling task_status.started())",
+            r.target, "Err(1 error:\n  [0] child exited without calling task_status.started())",
             "seed {seed}: the error passed through the scope to the nursery"
         );
     }
