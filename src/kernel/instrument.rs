@@ -51,15 +51,25 @@ pub trait Instrument {
 }
 
 /// Installs an instrument in the running runtime.
+///
+/// # Panics
+/// Outside [`run`](crate::run): "trioxide::add_instrument must be called
+/// from inside trioxide::run", at the caller's line.
+#[track_caller]
 pub fn add_instrument(instrument: Rc<dyn Instrument>) {
-    let core = Core::current();
+    let core = Core::current_for("trioxide::add_instrument");
     core.instruments.borrow_mut().push(instrument);
     core.has_instruments.set(true);
 }
 
 /// Removes an instrument installed earlier; false if it was not installed.
+///
+/// # Panics
+/// Outside [`run`](crate::run): "trioxide::remove_instrument must be
+/// called from inside trioxide::run", at the caller's line.
+#[track_caller]
 pub fn remove_instrument(instrument: &Rc<dyn Instrument>) -> bool {
-    let core = Core::current();
+    let core = Core::current_for("trioxide::remove_instrument");
     let mut list = core.instruments.borrow_mut();
     let before = list.len();
     list.retain(|i| !Rc::ptr_eq(i, instrument));
@@ -99,11 +109,18 @@ fn info(core: &Core, id: TaskId) -> Option<TaskInfo> {
 /// The task running now.
 ///
 /// # Panics
-/// Outside a trioxide task.
+/// Outside [`run`](crate::run) ("trioxide::current_task must be called
+/// from inside trioxide::run"), or inside it but between task steps, in an
+/// [`Instrument`] hook ("trioxide::current_task must be called from inside
+/// a trioxide task"); either way at the caller's line.
+#[track_caller]
 pub fn current_task() -> TaskInfo {
-    let core = Core::current();
+    let core = Core::current_for("trioxide::current_task");
     let id = core.current_task.get();
-    info(core, id).expect("current_task() called outside a trioxide task")
+    match info(core, id) {
+        Some(info) => info,
+        None => panic!("trioxide::current_task must be called from inside a trioxide task (not between task steps)"),
+    }
 }
 
 /// Every live task, ordered by id, with its parent and what it waits on:
@@ -121,8 +138,13 @@ pub fn current_task() -> TaskInfo {
 ///     Ok::<_, BoxError>(())
 /// })).unwrap();
 /// ```
+///
+/// # Panics
+/// Outside [`run`](crate::run): "trioxide::task_tree must be called from
+/// inside trioxide::run", at the caller's line.
+#[track_caller]
 pub fn task_tree() -> Vec<TaskInfo> {
-    let core = Core::current();
+    let core = Core::current_for("trioxide::task_tree");
     // SAFETY: slab entries point to live headers (see `Core::tasks`).
     let ids: Vec<TaskId> = core.tasks.borrow().iter().map(|(_, h)| unsafe { h.as_ref() }.id).collect();
     let mut out: Vec<TaskInfo> = ids.into_iter().filter_map(|id| info(core, id)).collect();

@@ -400,8 +400,13 @@ impl ParkingLot {
     ///     Ok::<_, BoxError>(())
     /// }).unwrap();
     /// ```
+    ///
+    /// # Panics
+    /// Outside [`run`](crate::run): "ParkingLot::add_breaker must be called
+    /// from inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn add_breaker(&self, task: TaskId) -> Result<(), BrokenResource> {
-        let core = Core::current();
+        let core = Core::current_for("ParkingLot::add_breaker");
         if !core.task_alive(task) {
             return Err(EXITED_BREAKER);
         }
@@ -411,8 +416,9 @@ impl ParkingLot {
 
     /// Undoes one [`add_breaker`](ParkingLot::add_breaker) for `task`;
     /// false if there was none.
+    #[track_caller]
     pub fn remove_breaker(&self, task: TaskId) -> bool {
-        let core = Core::current();
+        let core = Core::current_for("ParkingLot::remove_breaker");
         let mut list = core.lot_breakers.borrow_mut();
         // Locks are usually released in the reverse order of acquisition:
         // search from the back.

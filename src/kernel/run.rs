@@ -111,11 +111,13 @@ impl Builder {
     /// # Panics
     /// If called inside a running trioxide runtime, or if `main` panics
     /// (after every other task has finished).
+    #[track_caller]
     pub fn run<F: Future>(self, main: F) -> F::Output {
         self.run_with_report(main).0
     }
 
     /// Like [`run`](Builder::run), also reporting what was left behind.
+    #[track_caller]
     pub fn run_with_report<F: Future>(self, main: F) -> (F::Output, RunReport) {
         assert!(
             Core::try_current().is_none(),
@@ -185,6 +187,7 @@ impl Builder {
 /// });
 /// assert_eq!(v, Ok(5));
 /// ```
+#[track_caller]
 pub fn run<F: Future>(main: F) -> F::Output {
     Builder::new().run(main)
 }

@@ -65,9 +65,12 @@ impl fmt::Debug for RuntimeHandle {
 /// The handle of the run this code runs in.
 ///
 /// # Panics
-/// Outside [`run`](crate::run).
+/// Outside [`run`](crate::run) (on another thread, say: get the handle on
+/// the runtime's thread and send it): "trioxide::from_thread::current_handle
+/// must be called from inside trioxide::run", at the caller's line.
+#[track_caller]
 pub fn current_handle() -> RuntimeHandle {
-    RuntimeHandle { shared: Core::current().shared().clone() }
+    RuntimeHandle { shared: Core::current_for("trioxide::from_thread::current_handle").shared().clone() }
 }
 
 /// Why a call from another thread did not return the closure's result.

@@ -51,9 +51,12 @@ impl Future for Checkpoint {
 /// `checkpoint_if_cancelled`.
 ///
 /// # Panics
-/// Outside a trioxide task.
+/// Outside [`run`](crate::run) ("trioxide::checkpoint_if_cancelled must be
+/// called from inside trioxide::run"), or inside it but outside a task (in
+/// an [`Instrument`](crate::Instrument) hook), at the caller's line.
+#[track_caller]
 pub fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
-    if Core::current().is_cancelled() {
+    if Core::current_for("trioxide::checkpoint_if_cancelled").is_cancelled() {
         Err(Cancelled)
     } else {
         Ok(())

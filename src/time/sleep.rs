@@ -13,9 +13,11 @@ use crate::kernel::Core;
 /// The current time on the run's clock.
 ///
 /// # Panics
-/// Outside [`run`](crate::run).
+/// Outside [`run`](crate::run): "trioxide::current_time must be called
+/// from inside trioxide::run", at the caller's line.
+#[track_caller]
 pub fn current_time() -> Instant {
-    Core::current().now()
+    Core::current_for("trioxide::current_time").now()
 }
 
 /// Sleeps for `duration` (measured from the first poll). A checkpoint: it

@@ -74,9 +74,11 @@ pub struct IoStats {
 /// ```
 ///
 /// # Panics
-/// Outside [`run`](crate::run).
+/// Outside [`run`](crate::run): "trioxide::io_stats must be called from
+/// inside trioxide::run", at the caller's line.
+#[track_caller]
 pub fn io_stats() -> IoStats {
-    let driver = crate::kernel::Core::current().driver.borrow();
+    let driver = crate::kernel::Core::current_for("trioxide::io_stats").driver.borrow();
     IoStats { registered_now: driver.sources.len(), ..driver.stats }
 }
 

@@ -50,8 +50,13 @@ pub async fn wait_writable(fd: RawFd) -> io::Result<()> {
 /// with [`ClosedResource`](crate::ClosedResource), and it is removed from
 /// epoll. Call it before closing an fd passed to [`wait_readable`] or
 /// [`wait_writable`]. Does nothing for an fd never waited on.
+///
+/// # Panics
+/// Outside [`run`](crate::run): "trioxide::notify_closing must be called
+/// from inside trioxide::run", at the caller's line.
+#[track_caller]
 pub fn notify_closing(fd: RawFd) {
-    let state = Core::current().driver.borrow_mut().forget_raw(fd);
+    let state = Core::current_for("trioxide::notify_closing").driver.borrow_mut().forget_raw(fd);
     if let Some(state) = state {
         state.mark_closed();
     }
