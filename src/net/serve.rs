@@ -206,16 +206,19 @@ enum OnError {
 /// live, and an optional graceful stop. [`serve_tcp`] and
 /// [`serve_listeners`] are `Server::new(handler)` with the defaults.
 ///
-/// ```no_run
+/// ```
 /// use std::net::{IpAddr, Ipv4Addr};
 /// use std::time::Duration;
-/// use trioxide::{run, open_nursery, sleep, BoxError, GracefulShutdown, Server, TcpStream};
+/// use trioxide::{open_nursery, sleep, BoxError, Builder, GracefulShutdown, MockClock, Server, TcpStream};
 ///
 /// async fn hello(stream: TcpStream) -> std::io::Result<()> {
 ///     stream.send_all(b"hello\n").await
 /// }
 ///
-/// run(open_nursery(|n| async move {
+/// // Virtual time, so that the minute below takes none.
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// Builder::new().clock(clock).run(open_nursery(|n| async move {
 ///     let shutdown = GracefulShutdown::new();
 ///     let server = Server::new(hello).graceful(&shutdown);
 ///     let addrs = n.start(|status| server.serve_tcp(0, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), status)).await?;
@@ -268,7 +271,7 @@ impl<H> Server<H> {
     /// Trio's policy: a handler's `Err` cancels the server (and the other
     /// connections) and comes out of the serve call.
     ///
-    /// ```no_run
+    /// ```
     /// # use trioxide::{Server, TcpStream};
     /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await })
     ///     .propagate_handler_errors();
@@ -282,7 +285,7 @@ impl<H> Server<H> {
     /// Calls `log(peer, error)` for each handler `Err`, instead of writing
     /// it to stderr; the server goes on.
     ///
-    /// ```no_run
+    /// ```
     /// # use trioxide::{Server, TcpStream};
     /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await })
     ///     .on_handler_error(|peer, e| eprintln!("{peer:?}: {e}"));
@@ -297,7 +300,7 @@ impl<H> Server<H> {
     /// `handler_nursery`) instead of a nursery of the server's own, so they
     /// can outlive the accept loops, or share a scope with other work.
     ///
-    /// ```no_run
+    /// ```
     /// # use trioxide::{open_nursery, BoxError, Server, TcpStream};
     /// # trioxide::run(open_nursery(|n| async move {
     /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await })
@@ -313,7 +316,7 @@ impl<H> Server<H> {
     /// Lets `shutdown` stop this server gracefully (see
     /// [`GracefulShutdown`]).
     ///
-    /// ```no_run
+    /// ```
     /// # use trioxide::{GracefulShutdown, Server, TcpStream};
     /// let shutdown = GracefulShutdown::new();
     /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await }).graceful(&shutdown);
@@ -687,7 +690,7 @@ impl GracefulShutdown {
     /// ```
     /// use std::net::{IpAddr, Ipv4Addr};
     /// use std::time::Duration;
-    /// use trioxide::{run, open_nursery, sleep, BoxError, GracefulShutdown, Server, TcpStream};
+    /// use trioxide::{open_nursery, sleep, BoxError, GracefulShutdown, Server, TcpStream};
     /// use trioxide::{Builder, MockClock};
     ///
     /// let clock = MockClock::new();
