@@ -31,6 +31,24 @@ impl Core {
         }
     }
 
+    /// The runtime of this thread, for the public operation `op` (its
+    /// path as a user writes it, e.g. `"trioxide::current_time"`): what a
+    /// function that needs the runtime at once, not at its first poll,
+    /// calls, so that the panic outside a run names that operation. With
+    /// `#[track_caller]` on the path up to the public function, the panic
+    /// points at the user's line. The name is used on the cold path only.
+    ///
+    /// # Panics
+    /// Outside [`run`](crate::run).
+    #[inline]
+    #[track_caller]
+    pub(crate) fn current_for(op: &'static str) -> &'static Core {
+        match Core::try_current() {
+            Some(core) => core,
+            None => outside_run_op(op),
+        }
+    }
+
     /// The runtime of this thread, if one is running.
     #[inline]
     pub(crate) fn try_current() -> Option<&'static Core> {
@@ -48,6 +66,13 @@ impl Core {
 #[track_caller]
 fn outside_run() -> ! {
     panic!("this trioxide operation must be called from inside trioxide::run (no runtime on this thread)")
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn outside_run_op(op: &'static str) -> ! {
+    panic!("{op} must be called from inside trioxide::run (no runtime on this thread)")
 }
 
 /// Installs the Core in CONTEXT; on drop (normal or unwinding) tears down

@@ -54,6 +54,20 @@ impl StdError for Cancelled {}
 
 /// Reported by [`fail_after`](crate::fail_after) and
 /// [`fail_at`](crate::fail_at) when their deadline cancelled the body.
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::{fail_after, sleep, BoxError, Builder, MockClock, TooSlow};
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// let r = Builder::new().clock(clock).run(fail_after(Duration::from_secs(1), async {
+///     sleep(Duration::from_secs(5)).await?;
+///     Ok::<_, BoxError>("too late")
+/// }));
+/// let e = r.unwrap_err();
+/// assert!(e.is::<TooSlow>());
+/// assert_eq!(e.to_string(), "deadline exceeded");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct TooSlow;
 
@@ -233,6 +247,16 @@ impl StdError for MultiError {}
 
 /// Spawning into a nursery that has already closed (its body and all its
 /// children have finished).
+///
+/// ```
+/// use trioxide::{open_nursery, run, BoxError, NurseryClosed};
+/// let leaked = run(open_nursery(|n| async move { Ok::<_, BoxError>(n.clone()) }))
+///     .unwrap()
+///     .unwrap(); // a handle to a nursery that has finished
+/// assert!(leaked.is_closed());
+/// let r = leaked.start_soon(async { Ok::<_, BoxError>(()) });
+/// assert_eq!(r, Err(NurseryClosed));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NurseryClosed;
 
@@ -248,6 +272,19 @@ impl StdError for NurseryClosed {}
 /// that was closed while the operation waited on it (Trio's
 /// `ClosedResourceError`). Carried inside an `io::Error`; see
 /// [`io_error_kind`](crate::io_error_kind).
+///
+/// ```
+/// use trioxide::{io_error_kind, run, BoxError, ClosedResource, IoErrorKind, UnixStream};
+/// run(async {
+///     let (a, _b) = UnixStream::pair()?;
+///     a.close();
+///     let e = a.send_all(b"x").await.unwrap_err();
+///     assert_eq!(io_error_kind(&e), Some(IoErrorKind::Closed));
+///     assert!(e.get_ref().unwrap().is::<ClosedResource>());
+///     assert_eq!(e.kind(), std::io::ErrorKind::NotConnected);
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ClosedResource;
 
@@ -262,6 +299,26 @@ impl StdError for ClosedResource {}
 /// Two tasks tried to use the same direction of one resource at the same
 /// time, such as two tasks receiving from one socket (Trio's
 /// `BusyResourceError`). The second one gets this error; the first goes on.
+///
+/// ```
+/// use std::rc::Rc;
+/// use trioxide::{open_nursery, run, wait_all_tasks_blocked, BoxError, BusyResource, UnixStream};
+/// run(open_nursery(|n| async move {
+///     let (a, b) = UnixStream::pair()?;
+///     let a = Rc::new(a);
+///     let reader = a.clone();
+///     n.start_soon(async move {
+///         reader.receive_some(&mut [0u8; 8]).await?; // waits, and keeps waiting
+///         Ok::<_, BoxError>(())
+///     })?;
+///     wait_all_tasks_blocked().await?;
+///     let e = a.receive_some(&mut [0u8; 8]).await.unwrap_err(); // a second reader
+///     assert!(e.get_ref().unwrap().is::<BusyResource>());
+///     assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy);
+///     b.send_all(b"!").await?; // the first reader gets it
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BusyResource;
 
@@ -276,6 +333,14 @@ impl StdError for BusyResource {}
 /// The resource can no longer be used this way, and says why (Trio's
 /// `BrokenResourceError`): for example a stream whose earlier send was
 /// cancelled part-way, so the peer got an unknown prefix of the data.
+///
+/// ```
+/// use trioxide::{BrokenResource, io_error_kind, IoErrorKind};
+/// let e: std::io::Error = BrokenResource { reason: "an earlier send was cancelled part-way" }.into();
+/// assert_eq!(io_error_kind(&e), Some(IoErrorKind::Broken));
+/// assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+/// assert_eq!(e.to_string(), "broken resource: an earlier send was cancelled part-way");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BrokenResource {
     /// Why the resource is broken.
@@ -309,6 +374,23 @@ impl From<BrokenResource> for std::io::Error {
 }
 
 /// Which of trioxide's own conditions an I/O error carries, if any.
+///
+/// ```
+/// use trioxide::{io_error_kind, run, BoxError, CancelScope, IoErrorKind, UnixStream};
+/// run(async {
+///     let (a, _b) = UnixStream::pair()?;
+///     let scope = CancelScope::new();
+///     scope.cancel();
+///     // Inside the cancelled scope, the receive reports Cancelled in an io::Error.
+///     let r = scope.run(async {
+///         let e = a.receive_some(&mut [0u8; 8]).await.unwrap_err();
+///         assert_eq!(io_error_kind(&e), Some(IoErrorKind::Cancelled));
+///         Err::<(), _>(e) // passed on: the scope catches its own cancellation
+///     }).await;
+///     assert!(matches!(r, Ok(None)));
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoErrorKind {
     /// [`Cancelled`]: the operation's cancel scope was cancelled.
@@ -346,6 +428,17 @@ pub fn io_error_kind(e: &std::io::Error) -> Option<IoErrorKind> {
 }
 
 /// Misuse of [`Nursery::start`](crate::Nursery::start) by the started child.
+///
+/// ```
+/// use trioxide::{open_nursery, run, BoxError, StartError, TaskStatus};
+/// run(open_nursery(|n| async move {
+///     // The child returns without calling status.started(..).
+///     let r = n.start(|_status: TaskStatus<u16>| async { Ok::<_, BoxError>(()) }).await;
+///     let e = r.unwrap_err();
+///     assert_eq!(e.downcast_ref::<StartError>(), Some(&StartError::NotStarted));
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartError {
     /// The child finished without calling `TaskStatus::started`.
@@ -364,6 +457,11 @@ impl StdError for StartError {}
 
 /// Bad input to a time function: a negative or NaN duration or a NaN
 /// deadline (Trio raises `ValueError` for the same).
+///
+/// ```
+/// let e = trioxide::secs_f64(-1.0).unwrap_err();
+/// assert_eq!(e.to_string(), "invalid duration: -1 (must be a non-negative number, not NaN)");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InvalidTime {
     pub(crate) value: f64,
@@ -398,6 +496,16 @@ impl StdError for InvalidTime {}
 pub trait Cancellation: Sized {
     /// Removes the cancellations from this error: returns whether it held
     /// any, and what remains (`None` if it was only cancellation).
+    ///
+    /// ```
+    /// use trioxide::{BoxError, Cancellation, Cancelled, MultiError};
+    /// let only: BoxError = Box::new(Cancelled);
+    /// assert!(matches!(only.split_cancelled(), (true, None)));
+    /// let mixed = MultiError::new(vec![Box::new(Cancelled), "disk full".into()]);
+    /// let (had, rest) = mixed.split_cancelled();
+    /// assert!(had);
+    /// assert_eq!(rest.unwrap().len(), 1); // the real error stays
+    /// ```
     fn split_cancelled(self) -> (bool, Option<Self>);
 }
 

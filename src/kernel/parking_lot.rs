@@ -149,6 +149,24 @@ impl fmt::Debug for ParkingLot {
 }
 
 /// Why a [`ParkingLot::park`] did not end in an unpark.
+///
+/// ```
+/// use trioxide::{run, CancelScope, current_task};
+/// use trioxide::sync::{ParkError, ParkingLot};
+/// run(async {
+///     let lot = ParkingLot::new();
+///     let scope = CancelScope::new();
+///     scope.cancel();
+///     let r = scope.run(async {
+///         let e = lot.park().await.unwrap_err();
+///         assert_eq!(e, ParkError::Cancelled);
+///         Err::<(), _>(e) // a scope recognises ParkError::Cancelled as its own
+///     }).await;
+///     assert_eq!(r, Ok(None));
+///     lot.break_lot(current_task().id);
+///     assert!(matches!(lot.park().await, Err(ParkError::Broken(_))));
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParkError {
     /// The task's cancel scope was cancelled first.
@@ -203,6 +221,11 @@ const BROKEN: BrokenResource =
 
 impl ParkingLot {
     /// An empty lot.
+    ///
+    /// ```
+    /// let lot = trioxide::sync::ParkingLot::new();
+    /// assert!(lot.is_empty() && !lot.is_broken());
+    /// ```
     pub fn new() -> ParkingLot {
         ParkingLot { inner: Rc::new(RefCell::new(Lot::default())) }
     }
@@ -210,11 +233,47 @@ impl ParkingLot {
     /// Parks the current task until it is unparked. A checkpoint: it reports
     /// `Cancelled` if the task is cancelled before being unparked, and
     /// cancellation after the unpark does not undo it.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use trioxide::{open_nursery, run, wait_all_tasks_blocked, BoxError};
+    /// use trioxide::sync::ParkingLot;
+    /// run(open_nursery(|n| async move {
+    ///     let lot = Rc::new(ParkingLot::new());
+    ///     let l = lot.clone();
+    ///     n.start_soon(async move {
+    ///         l.park().await?; // until someone unparks it
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     wait_all_tasks_blocked().await?;
+    ///     assert_eq!(lot.len(), 1);
+    ///     assert_eq!(lot.unpark_all(), 1);
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn park(&self) -> Park<'_> {
         Park { lot: self, waiter: None, done: false }
     }
 
     /// Wakes up to `n` waiters, oldest first; returns how many.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use trioxide::{open_nursery, run, wait_all_tasks_blocked, BoxError};
+    /// use trioxide::sync::ParkingLot;
+    /// run(open_nursery(|n| async move {
+    ///     let lot = Rc::new(ParkingLot::new());
+    ///     for _ in 0..3 {
+    ///         let l = lot.clone();
+    ///         n.start_soon(async move { l.park().await?; Ok::<_, BoxError>(()) })?;
+    ///     }
+    ///     wait_all_tasks_blocked().await?;
+    ///     assert_eq!(lot.unpark(2), 2);
+    ///     assert_eq!(lot.len(), 1);
+    ///     assert_eq!(lot.unpark(5), 1); // only one was left
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn unpark(&self, n: usize) -> usize {
         let mut woken = 0;
         while woken < n && self.unpark_one().is_some() {
@@ -226,12 +285,49 @@ impl ParkingLot {
     /// Wakes the oldest waiter and returns its task, if any waits. The
     /// hand-over is final: the waiter's park succeeds even if it is
     /// cancelled before it runs.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use trioxide::{current_task, open_nursery, run, wait_all_tasks_blocked, BoxError};
+    /// use trioxide::sync::ParkingLot;
+    /// run(open_nursery(|n| async move {
+    ///     let lot = Rc::new(ParkingLot::new());
+    ///     assert_eq!(lot.unpark_one(), None); // nobody waits
+    ///     let (l, ids) = (lot.clone(), Rc::new(std::cell::Cell::new(None)));
+    ///     let id = ids.clone();
+    ///     n.start_soon(async move {
+    ///         id.set(Some(current_task().id));
+    ///         l.park().await?;
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     wait_all_tasks_blocked().await?;
+    ///     assert_eq!(lot.unpark_one(), ids.get()); // the task that was woken
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn unpark_one(&self) -> Option<TaskId> {
         let waiter = self.inner.borrow_mut().pop_front()?;
         Some(finish(&waiter, State::Unparked))
     }
 
     /// Wakes every waiter; returns how many.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use trioxide::{open_nursery, run, wait_all_tasks_blocked, BoxError};
+    /// use trioxide::sync::ParkingLot;
+    /// run(open_nursery(|n| async move {
+    ///     let lot = Rc::new(ParkingLot::new());
+    ///     for _ in 0..4 {
+    ///         let l = lot.clone();
+    ///         n.start_soon(async move { l.park().await?; Ok::<_, BoxError>(()) })?;
+    ///     }
+    ///     wait_all_tasks_blocked().await?;
+    ///     assert_eq!(lot.unpark_all(), 4);
+    ///     assert!(lot.is_empty());
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn unpark_all(&self) -> usize {
         self.unpark(usize::MAX)
     }
@@ -241,6 +337,24 @@ impl ParkingLot {
     /// unpark of `other`. (`Condition::notify` moves waiters onto its lock.)
     ///
     /// If `other` is broken, the moved waiters fail with `Broken`.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use trioxide::{open_nursery, run, wait_all_tasks_blocked, BoxError};
+    /// use trioxide::sync::ParkingLot;
+    /// run(open_nursery(|n| async move {
+    ///     let (a, b) = (Rc::new(ParkingLot::new()), ParkingLot::new());
+    ///     for _ in 0..2 {
+    ///         let l = a.clone();
+    ///         n.start_soon(async move { l.park().await?; Ok::<_, BoxError>(()) })?;
+    ///     }
+    ///     wait_all_tasks_blocked().await?;
+    ///     assert_eq!(a.repark(&b, 1), 1); // moved, still asleep
+    ///     assert_eq!((a.len(), b.len()), (1, 1));
+    ///     assert_eq!(b.unpark_all() + a.unpark_all(), 2);
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn repark(&self, other: &ParkingLot, n: usize) -> usize {
         if Rc::ptr_eq(&self.inner, &other.inner) {
             return 0;
@@ -263,6 +377,24 @@ impl ParkingLot {
     }
 
     /// Moves every waiter to `other` (see [`repark`](ParkingLot::repark)).
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use trioxide::{open_nursery, run, wait_all_tasks_blocked, BoxError};
+    /// use trioxide::sync::ParkingLot;
+    /// run(open_nursery(|n| async move {
+    ///     let (a, b) = (Rc::new(ParkingLot::new()), ParkingLot::new());
+    ///     for _ in 0..3 {
+    ///         let l = a.clone();
+    ///         n.start_soon(async move { l.park().await?; Ok::<_, BoxError>(()) })?;
+    ///     }
+    ///     wait_all_tasks_blocked().await?;
+    ///     assert_eq!(a.repark_all(&b), 3);
+    ///     assert!(a.is_empty());
+    ///     assert_eq!(b.unpark_all(), 3);
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn repark_all(&self, other: &ParkingLot) -> usize {
         self.repark(other, usize::MAX)
     }
@@ -352,11 +484,31 @@ impl ParkingLot {
     }
 
     /// How many tasks are parked here (Trio's `statistics().tasks_waiting`).
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use trioxide::{open_nursery, run, wait_all_tasks_blocked, BoxError};
+    /// use trioxide::sync::ParkingLot;
+    /// run(open_nursery(|n| async move {
+    ///     let lot = Rc::new(ParkingLot::new());
+    ///     assert_eq!(lot.len(), 0);
+    ///     let l = lot.clone();
+    ///     n.start_soon(async move { l.park().await?; Ok::<_, BoxError>(()) })?;
+    ///     wait_all_tasks_blocked().await?;
+    ///     assert_eq!(lot.len(), 1);
+    ///     lot.unpark_all();
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn len(&self) -> usize {
         self.inner.borrow().nodes.len()
     }
 
     /// True if no task is parked here.
+    ///
+    /// ```
+    /// assert!(trioxide::sync::ParkingLot::new().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.inner.borrow().head.is_none()
     }
@@ -400,8 +552,13 @@ impl ParkingLot {
     ///     Ok::<_, BoxError>(())
     /// }).unwrap();
     /// ```
+    ///
+    /// # Panics
+    /// Outside [`run`](crate::run): "ParkingLot::add_breaker must be called
+    /// from inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn add_breaker(&self, task: TaskId) -> Result<(), BrokenResource> {
-        let core = Core::current();
+        let core = Core::current_for("ParkingLot::add_breaker");
         if !core.task_alive(task) {
             return Err(EXITED_BREAKER);
         }
@@ -411,8 +568,25 @@ impl ParkingLot {
 
     /// Undoes one [`add_breaker`](ParkingLot::add_breaker) for `task`;
     /// false if there was none.
+    ///
+    /// ```
+    /// use trioxide::{current_task, run};
+    /// use trioxide::sync::ParkingLot;
+    /// run(async {
+    ///     let lot = ParkingLot::new();
+    ///     let me = current_task().id;
+    ///     lot.add_breaker(me).unwrap();
+    ///     assert!(lot.remove_breaker(me)); // my end no longer breaks the lot
+    ///     assert!(!lot.remove_breaker(me)); // nothing left to remove
+    /// });
+    /// ```
+    ///
+    /// # Panics
+    /// Outside [`run`](crate::run): "ParkingLot::remove_breaker must be called
+    /// from inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn remove_breaker(&self, task: TaskId) -> bool {
-        let core = Core::current();
+        let core = Core::current_for("ParkingLot::remove_breaker");
         let mut list = core.lot_breakers.borrow_mut();
         // Locks are usually released in the reverse order of acquisition:
         // search from the back.
@@ -461,6 +635,25 @@ pub(crate) fn run_breakers(core: &Core, task: TaskId) {
 }
 
 /// The future of [`ParkingLot::park`].
+///
+/// ```
+/// use std::future::Future;
+/// use std::pin::pin;
+/// use std::task::{Context, Poll, Waker};
+/// use trioxide::run;
+/// use trioxide::sync::ParkingLot;
+/// run(async {
+///     let lot = ParkingLot::new();
+///     let mut park = pin!(lot.park());
+///     let mut cx = Context::from_waker(Waker::noop());
+///     assert!(!park.is_parked());
+///     assert_eq!(park.as_mut().poll(&mut cx), Poll::Pending); // queued
+///     assert!(park.is_parked() && lot.len() == 1);
+///     lot.unpark_one();
+///     assert!(park.is_unparked()); // chosen, not yet reported
+///     assert_eq!(park.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+/// });
+/// ```
 #[must_use = "parking does nothing unless awaited"]
 pub struct Park<'a> {
     lot: &'a ParkingLot,
@@ -478,11 +671,44 @@ impl Park<'_> {
     /// True once an unpark has chosen this waiter, before the future has
     /// reported it. A primitive that hands something over on unpark checks
     /// this in its `Drop` to pass the thing on if the future is dropped.
+    ///
+    /// ```
+    /// use std::future::Future;
+    /// use std::pin::pin;
+    /// use std::task::{Context, Waker};
+    /// use trioxide::run;
+    /// use trioxide::sync::ParkingLot;
+    /// run(async {
+    ///     let lot = ParkingLot::new();
+    ///     let mut park = pin!(lot.park());
+    ///     let _ = park.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    ///     assert!(!park.is_unparked());
+    ///     lot.unpark_all();
+    ///     assert!(park.is_unparked()); // a drop now would have to pass the hand-over on
+    /// });
+    /// ```
     pub fn is_unparked(&self) -> bool {
         !self.done && self.waiter.as_ref().is_some_and(|w| w.state.get() == State::Unparked)
     }
 
     /// True while this future is queued in a lot.
+    ///
+    /// ```
+    /// use std::future::Future;
+    /// use std::pin::pin;
+    /// use std::task::{Context, Waker};
+    /// use trioxide::run;
+    /// use trioxide::sync::ParkingLot;
+    /// run(async {
+    ///     let lot = ParkingLot::new();
+    ///     let mut park = pin!(lot.park());
+    ///     assert!(!park.is_parked()); // not polled yet
+    ///     let _ = park.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    ///     assert!(park.is_parked());
+    ///     lot.unpark_all();
+    ///     assert!(!park.is_parked());
+    /// });
+    /// ```
     pub fn is_parked(&self) -> bool {
         !self.done && self.waiter.as_ref().is_some_and(|w| w.state.get() == State::Parked)
     }

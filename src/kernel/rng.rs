@@ -11,6 +11,13 @@ use std::hash::{BuildHasher, Hasher};
 
 /// The environment variable that fixes the seed of every unseeded run, so a
 /// failing interleaving can be replayed: `TRIOXIDE_SEED=42 cargo test`.
+///
+/// ```
+/// assert_eq!(trioxide::SEED_ENV, "TRIOXIDE_SEED");
+/// // A seeded run reports its seed, to replay it:
+/// let ((), report) = trioxide::Builder::new().seed(42).run_with_report(async {});
+/// assert_eq!(report.seed, 42);
+/// ```
 pub const SEED_ENV: &str = "TRIOXIDE_SEED";
 
 pub(crate) struct Rng {

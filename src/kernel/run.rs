@@ -64,6 +64,17 @@ impl Default for Builder {
 
 /// What a run left behind, from [`Builder::run_with_report`]: all zero when
 /// structured concurrency held.
+///
+/// ```
+/// use trioxide::{open_nursery, BoxError, Builder};
+/// let (out, report) = Builder::new().seed(1).run_with_report(open_nursery(|n| async move {
+///     n.start_soon(async { Ok::<_, BoxError>(()) })?;
+///     Ok::<_, BoxError>(7)
+/// }));
+/// assert_eq!(out.unwrap(), Some(7));
+/// assert_eq!((report.tasks_left, report.timers_left, report.task_allocations_left), (0, 0, 0));
+/// assert_eq!(report.seed, 1);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunReport {
     /// Tasks still in the slab when `run` returned.
@@ -82,12 +93,41 @@ pub struct RunReport {
 impl Builder {
     /// A builder with a random seed (or `TRIOXIDE_SEED` from the
     /// environment), the system clock and no instruments.
+    ///
+    /// ```
+    /// let out = trioxide::Builder::new().run(async { "ran" });
+    /// assert_eq!(out, "ran");
+    /// ```
     pub fn new() -> Builder {
         Builder { seed: None, clock: None, instruments: Vec::new() }
     }
 
     /// Fixes the scheduler's random seed: the same seed and the same program
     /// give the same interleaving.
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::rc::Rc;
+    /// use trioxide::{checkpoint, open_nursery, BoxError, Builder};
+    /// // The order two tasks interleave in, under a seed.
+    /// fn trace(seed: u64) -> Vec<u8> {
+    ///     let log = Rc::new(RefCell::new(Vec::new()));
+    ///     let l = log.clone();
+    ///     Builder::new().seed(seed).run(open_nursery(|n| async move {
+    ///         for who in [b'a', b'b'] {
+    ///             let l = l.clone();
+    ///             n.start_soon(async move {
+    ///                 for _ in 0..8 { l.borrow_mut().push(who); checkpoint().await?; }
+    ///                 Ok::<_, BoxError>(())
+    ///             })?;
+    ///         }
+    ///         Ok::<_, BoxError>(())
+    ///     })).unwrap();
+    ///     let v = log.borrow().clone();
+    ///     v
+    /// }
+    /// assert_eq!(trace(7), trace(7)); // one seed, one interleaving
+    /// ```
     pub fn seed(mut self, seed: u64) -> Builder {
         self.seed = Some(seed);
         self
@@ -95,12 +135,39 @@ impl Builder {
 
     /// Uses `clock` instead of the system clock (e.g. a
     /// [`MockClock`](crate::MockClock)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{current_time, sleep, Builder, MockClock};
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO)); // jump when all tasks wait
+    /// let slept = Builder::new().clock(clock).run(async {
+    ///     let t0 = current_time();
+    ///     sleep(Duration::from_secs(3600)).await.unwrap(); // an hour, at once
+    ///     current_time().saturating_duration_since(t0)
+    /// });
+    /// assert_eq!(slept, Duration::from_secs(3600));
+    /// ```
     pub fn clock(mut self, clock: impl Clock + 'static) -> Builder {
         self.clock = Some(Box::new(clock));
         self
     }
 
     /// Installs an instrument for the whole run.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use trioxide::{Builder, Instrument, TaskId};
+    /// #[derive(Debug, Default)]
+    /// struct Count(Cell<u32>);
+    /// impl Instrument for Count {
+    ///     fn task_spawned(&self, _: TaskId) { self.0.set(self.0.get() + 1); }
+    /// }
+    /// let c = Rc::new(Count::default());
+    /// Builder::new().instrument(c.clone()).run(async {});
+    /// assert_eq!(c.0.get(), 1); // the main task
+    /// ```
     pub fn instrument(mut self, instrument: Rc<dyn Instrument>) -> Builder {
         self.instruments.push(instrument);
         self
@@ -111,11 +178,31 @@ impl Builder {
     /// # Panics
     /// If called inside a running trioxide runtime, or if `main` panics
     /// (after every other task has finished).
+    ///
+    /// ```
+    /// use trioxide::{open_nursery, BoxError, Builder};
+    /// let out = Builder::new().seed(3).run(open_nursery(|n| async move {
+    ///     n.start_soon(async { Ok::<_, BoxError>(()) })?;
+    ///     Ok::<_, BoxError>("all children done")
+    /// }));
+    /// assert_eq!(out.unwrap(), Some("all children done"));
+    /// ```
+    #[track_caller]
     pub fn run<F: Future>(self, main: F) -> F::Output {
         self.run_with_report(main).0
     }
 
     /// Like [`run`](Builder::run), also reporting what was left behind.
+    ///
+    /// ```
+    /// let (out, report) = trioxide::Builder::new().run_with_report(async { 1 + 1 });
+    /// assert_eq!(out, 2);
+    /// assert_eq!(report.tasks_left, 0);
+    /// ```
+    ///
+    /// # Panics
+    /// As [`run`](Builder::run).
+    #[track_caller]
     pub fn run_with_report<F: Future>(self, main: F) -> (F::Output, RunReport) {
         assert!(
             Core::try_current().is_none(),
@@ -185,6 +272,7 @@ impl Builder {
 /// });
 /// assert_eq!(v, Ok(5));
 /// ```
+#[track_caller]
 pub fn run<F: Future>(main: F) -> F::Output {
     Builder::new().run(main)
 }

@@ -59,6 +59,18 @@ use crate::kernel::Core;
 
 /// Identifies a task for the lifetime of a run: its slot in the task slab and
 /// that slot's generation, so an old id never names a newer task.
+///
+/// ```
+/// use trioxide::{current_task, open_nursery, run, BoxError};
+/// run(open_nursery(|n| async move {
+///     let parent = current_task().id;
+///     n.start_soon(async move {
+///         assert_ne!(current_task().id, parent); // ids tell tasks apart
+///         Ok::<_, BoxError>(())
+///     })?;
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(u64);
 
@@ -80,6 +92,14 @@ impl TaskId {
     }
 
     /// A number unique among the tasks of one run, for logs.
+    ///
+    /// ```
+    /// trioxide::run(async {
+    ///     let id = trioxide::current_task().id;
+    ///     println!("task {} says hello", id.as_u64());
+    ///     assert_eq!(id.as_u64(), trioxide::current_task().id.as_u64());
+    /// });
+    /// ```
     pub fn as_u64(self) -> u64 {
         self.0
     }

@@ -17,6 +17,10 @@ use crate::time::sleep_forever;
 
 /// How long an attempt has before the next one starts alongside it: RFC
 /// 8305's recommended "Connection Attempt Delay" and Trio's default.
+///
+/// ```
+/// assert_eq!(trioxide::HAPPY_EYEBALLS_DELAY, std::time::Duration::from_millis(250));
+/// ```
 pub const HAPPY_EYEBALLS_DELAY: Duration = Duration::from_millis(250);
 
 /// Connects to `host:port`: resolves the name (on a `to_thread` worker, so a

@@ -28,6 +28,7 @@ use crate::kernel::cancel::CancelScope;
 use crate::kernel::clock::Instant;
 use crate::kernel::error::{is_cancelled_error, BoxError, Cancellation, Cancelled};
 use crate::kernel::parking_lot::ParkingLot;
+use crate::kernel::Core;
 use crate::net::tcp::{TcpListener, ACCEPT_BATCH};
 use crate::nursery::{open_nursery, Nursery, Started, TaskOutput};
 use crate::stream::Listener;
@@ -36,6 +37,10 @@ use crate::time::{current_time, move_on_at, sleep};
 /// How long an accept loop pauses after running out of file descriptors
 /// (or kernel memory) before trying again: Trio's `SLEEP_TIME` in
 /// `_highlevel_serve_listeners.py`. Handlers finishing meanwhile free fds.
+///
+/// ```
+/// assert_eq!(trioxide::ACCEPT_RETRY_DELAY, std::time::Duration::from_millis(100));
+/// ```
 pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Binds TCP listeners on `port` (0: any free port) of `host`, or of every
@@ -57,13 +62,13 @@ pub fn open_tcp_listeners(port: u16, host: Option<IpAddr>) -> io::Result<Vec<Tcp
     Ok(vec![TcpListener::bind(SocketAddr::new(ip, port))?])
 }
 
-/// Accepts connections on every listener and runs `handler(stream)` for
-/// each as a task in a nursery of its own, until cancelled. Reports the
-/// listeners' addresses through `task_status` once they accept, so use it
-/// with [`Nursery::start`] (or pass [`TASK_STATUS_IGNORED`](crate::TASK_STATUS_IGNORED)
-/// and await it directly):
+/// Serves TCP on `port` of `host` with the default settings:
+/// `Server::new(handler).serve_tcp(port, host, task_status)`. See
+/// [`Server::serve_tcp`] for what it guarantees (handler errors are logged
+/// and the server goes on, a panic stops it, cancelling its scope stops it
+/// and every connection) and [`Server`] for the other choices.
 ///
-/// ```no_run
+/// ```
 /// use std::net::{IpAddr, Ipv4Addr};
 /// use trioxide::{run, open_nursery, serve_tcp, BoxError, TcpStream};
 ///
@@ -77,18 +82,18 @@ pub fn open_tcp_listeners(port: u16, host: Option<IpAddr>) -> io::Result<Vec<Tcp
 /// }
 ///
 /// run(open_nursery(|n| async move {
+///     // `start` returns once the server accepts: the addresses it bound.
 ///     let addrs = n.start(|status| serve_tcp(echo, 0, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), status)).await?;
-///     println!("echo server on {}", addrs[0]);
+///     let client = TcpStream::connect(addrs[0]).await?;
+///     client.send_all(b"ping").await?;
+///     client.send_eof().await?; // the handler sees 0 and returns
+///     let mut got = Vec::new();
+///     while client.receive_into(&mut got).await? != 0 {}
+///     assert_eq!(got, b"ping");
+///     n.cancel_scope().cancel(); // stops the server and its connections
 ///     Ok::<_, BoxError>(())
 /// })).unwrap();
 /// ```
-///
-/// A handler's `Err` is logged to stderr with the peer's address and the
-/// server goes on (see [`Server`] for the other
-/// policies); a handler's panic stops the server and resumes in the caller.
-/// Running out of file descriptors while accepting is not an error either:
-/// the loop logs it, sleeps [`ACCEPT_RETRY_DELAY`] and goes on. Any other
-/// accept error ends the server with that error, as in Trio.
 pub async fn serve_tcp<H, F>(
     handler: H,
     port: u16,
@@ -103,18 +108,28 @@ where
     Server::new(handler).serve_tcp(port, host, task_status).await
 }
 
-/// Like [`serve_tcp`], on listeners you opened yourself (TCP, Unix, or any
-/// [`Listener`]).
+/// Serves listeners you opened yourself (TCP, Unix, or any [`Listener`])
+/// with the default settings: `Server::new(handler).serve_listeners(listeners,
+/// task_status)`. See [`Server::serve_listeners`] for what it guarantees and
+/// [`Server`] for the other choices.
 ///
-/// ```no_run
-/// use trioxide::{run, serve_listeners, BoxError, UnixListener, UnixStream, TASK_STATUS_IGNORED};
+/// ```
+/// use trioxide::{run, open_nursery, serve_listeners, BoxError, UnixListener, UnixStream};
 ///
-/// run(async {
-///     let listener = UnixListener::bind("/tmp/hello.sock")?;
-///     serve_listeners(|s: UnixStream| async move { s.send_all(b"hello\n").await }, vec![listener], TASK_STATUS_IGNORED)
-///         .await?;
+/// run(open_nursery(|n| async move {
+///     let path = std::env::temp_dir().join(format!("trioxide-doc-serve-{}.sock", std::process::id()));
+///     let _ = std::fs::remove_file(&path);
+///     let listener = UnixListener::bind(&path)?;
+///     let hello = |s: UnixStream| async move { s.send_all(b"hello\n").await };
+///     n.start(|status| serve_listeners(hello, vec![listener], status)).await?;
+///     let client = UnixStream::connect(&path).await?;
+///     let mut got = Vec::new();
+///     while client.receive_into(&mut got).await? != 0 {} // the handler returned: closed
+///     assert_eq!(got, b"hello\n");
+///     n.cancel_scope().cancel();
+///     std::fs::remove_file(&path)?;
 ///     Ok::<_, BoxError>(())
-/// }).unwrap();
+/// })).unwrap();
 /// ```
 pub async fn serve_listeners<L, H, F>(
     handler: H,
@@ -132,11 +147,32 @@ where
 
 /// The address a listener reports through `task_status` when serving
 /// starts: a `SocketAddr` for TCP, the socket's path for Unix listeners.
+///
+/// ```
+/// use trioxide::{run, BoxError, LocalAddr, TcpListener};
+/// run(async {
+///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+///     assert_eq!(listener.listening_on()?, listener.local_addr()?);
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
 pub trait LocalAddr {
     /// What the address is.
     type Addr: fmt::Debug + 'static;
 
     /// The address this listener accepts on.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, LocalAddr, UnixListener};
+    /// run(async {
+    ///     let path = std::env::temp_dir().join(format!("trioxide-doc-listening-{}.sock", std::process::id()));
+    ///     let _ = std::fs::remove_file(&path);
+    ///     let listener = UnixListener::bind(&path)?;
+    ///     assert_eq!(listener.listening_on()?.as_pathname(), Some(path.as_path()));
+    ///     std::fs::remove_file(&path)?;
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     fn listening_on(&self) -> io::Result<Self::Addr>;
 }
 
@@ -170,16 +206,19 @@ enum OnError {
 /// live, and an optional graceful stop. [`serve_tcp`] and
 /// [`serve_listeners`] are `Server::new(handler)` with the defaults.
 ///
-/// ```no_run
+/// ```
 /// use std::net::{IpAddr, Ipv4Addr};
 /// use std::time::Duration;
-/// use trioxide::{run, open_nursery, sleep, BoxError, GracefulShutdown, Server, TcpStream};
+/// use trioxide::{open_nursery, sleep, BoxError, Builder, GracefulShutdown, MockClock, Server, TcpStream};
 ///
 /// async fn hello(stream: TcpStream) -> std::io::Result<()> {
 ///     stream.send_all(b"hello\n").await
 /// }
 ///
-/// run(open_nursery(|n| async move {
+/// // Virtual time, so that the minute below takes none.
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// Builder::new().clock(clock).run(open_nursery(|n| async move {
 ///     let shutdown = GracefulShutdown::new();
 ///     let server = Server::new(hello).graceful(&shutdown);
 ///     let addrs = n.start(|status| server.serve_tcp(0, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), status)).await?;
@@ -218,6 +257,13 @@ impl<H> fmt::Debug for Server<H> {
 impl<H> Server<H> {
     /// A server that runs `handler(stream)` for every connection, logging
     /// handler errors, with connections in a nursery of its own.
+    ///
+    /// ```
+    /// use trioxide::{Server, TcpStream};
+    /// // Any `Fn(stream) -> future` whose output is a `Result` (or `()`).
+    /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await });
+    /// assert!(format!("{server:?}").contains(r#"on_handler_error: "log""#));
+    /// ```
     pub fn new(handler: H) -> Server<H> {
         Server { handler, on_error: OnError::Log, handler_nursery: None, shutdown: None }
     }
@@ -225,7 +271,7 @@ impl<H> Server<H> {
     /// Trio's policy: a handler's `Err` cancels the server (and the other
     /// connections) and comes out of the serve call.
     ///
-    /// ```no_run
+    /// ```
     /// # use trioxide::{Server, TcpStream};
     /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await })
     ///     .propagate_handler_errors();
@@ -239,7 +285,7 @@ impl<H> Server<H> {
     /// Calls `log(peer, error)` for each handler `Err`, instead of writing
     /// it to stderr; the server goes on.
     ///
-    /// ```no_run
+    /// ```
     /// # use trioxide::{Server, TcpStream};
     /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await })
     ///     .on_handler_error(|peer, e| eprintln!("{peer:?}: {e}"));
@@ -254,7 +300,7 @@ impl<H> Server<H> {
     /// `handler_nursery`) instead of a nursery of the server's own, so they
     /// can outlive the accept loops, or share a scope with other work.
     ///
-    /// ```no_run
+    /// ```
     /// # use trioxide::{open_nursery, BoxError, Server, TcpStream};
     /// # trioxide::run(open_nursery(|n| async move {
     /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await })
@@ -270,7 +316,7 @@ impl<H> Server<H> {
     /// Lets `shutdown` stop this server gracefully (see
     /// [`GracefulShutdown`]).
     ///
-    /// ```no_run
+    /// ```
     /// # use trioxide::{GracefulShutdown, Server, TcpStream};
     /// let shutdown = GracefulShutdown::new();
     /// let server = Server::new(|s: TcpStream| async move { s.send_all(b"hi").await }).graceful(&shutdown);
@@ -282,7 +328,40 @@ impl<H> Server<H> {
     }
 
     /// Binds TCP listeners as [`open_tcp_listeners`] does and serves them
-    /// (see [`serve_tcp`]).
+    /// as [`serve_listeners`](Server::serve_listeners) does, reporting
+    /// their addresses through `task_status` once they accept: use it with
+    /// [`Nursery::start`], or pass
+    /// [`TASK_STATUS_IGNORED`](crate::TASK_STATUS_IGNORED) and await it
+    /// directly. A bind error comes out at once.
+    ///
+    /// ```
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// use std::rc::Rc;
+    /// use std::cell::Cell;
+    /// use trioxide::{run, open_nursery, BoxError, Server, TcpStream};
+    ///
+    /// run(open_nursery(|n| async move {
+    ///     let errors = Rc::new(Cell::new(0));
+    ///     let seen = errors.clone();
+    ///     let server = Server::new(|s: TcpStream| async move {
+    ///         s.send_all(b"hi").await?;
+    ///         Err::<(), BoxError>("this handler always fails".into())
+    ///     })
+    ///     .on_handler_error(move |_peer, _e| seen.set(seen.get() + 1));
+    ///     let localhost = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    ///     let addrs = n.start(|status| server.serve_tcp(0, localhost, status)).await?;
+    ///     for _ in 0..2 {
+    ///         let client = TcpStream::connect(addrs[0]).await?;
+    ///         let mut got = Vec::new();
+    ///         while client.receive_into(&mut got).await? != 0 {}
+    ///         assert_eq!(got, b"hi"); // the server goes on after an error
+    ///     }
+    ///     trioxide::testing::wait_all_tasks_blocked().await?;
+    ///     assert_eq!(errors.get(), 2);
+    ///     n.cancel_scope().cancel();
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub async fn serve_tcp<F>(
         self,
         port: u16,
@@ -299,7 +378,52 @@ impl<H> Server<H> {
     }
 
     /// Serves `listeners` until cancelled, or until a graceful shutdown has
-    /// finished (see [`serve_listeners`]).
+    /// finished: accepts on every listener and runs `handler(stream)` for
+    /// each connection as a task, reporting the listeners' addresses
+    /// through `task_status` once they accept.
+    ///
+    /// What it guarantees:
+    ///
+    /// * **Handler errors**: by default a handler's `Err` is written to
+    ///   stderr with the peer's address and the server goes on;
+    ///   [`propagate_handler_errors`](Server::propagate_handler_errors)
+    ///   makes it stop the server (Trio's behaviour) and come out of this
+    ///   call, [`on_handler_error`](Server::on_handler_error) hands it to
+    ///   you. A handler's `Cancelled` is never an error.
+    /// * **Panics**: a handler's panic cancels the server and every
+    ///   connection, and resumes in the caller once they have finished.
+    /// * **Cancellation**: cancelling the scope this runs in stops the
+    ///   accept loops and cancels every connection (they are in the
+    ///   server's nursery, or in [`handler_nursery`](Server::handler_nursery)'s),
+    ///   and the call returns `Err(Cancelled)` for the scope to catch.
+    /// * **Accept errors**: running out of file descriptors (or kernel
+    ///   memory) is logged, and the loop sleeps [`ACCEPT_RETRY_DELAY`] and
+    ///   goes on; any other accept error ends the server with that error,
+    ///   as in Trio.
+    /// * **Graceful stop**: with [`graceful`](Server::graceful), a
+    ///   [`GracefulShutdown::shutdown`] closes the listeners at once and the
+    ///   call returns once the connections have finished or been cancelled
+    ///   at the grace deadline.
+    ///
+    /// ```
+    /// use trioxide::{run, open_nursery, BoxError, Server, UnixStream};
+    ///
+    /// run(open_nursery(|n| async move {
+    ///     let path = std::env::temp_dir().join(format!("trioxide-doc-serve2-{}.sock", std::process::id()));
+    ///     let _ = std::fs::remove_file(&path);
+    ///     let listener = trioxide::UnixListener::bind(&path)?;
+    ///     let server = Server::new(|s: UnixStream| async move { s.send_all(b"hello").await });
+    ///     let addrs = n.start(|status| server.serve_listeners(vec![listener], status)).await?;
+    ///     assert_eq!(addrs[0].as_pathname(), Some(path.as_path()));
+    ///     let client = UnixStream::connect(&path).await?;
+    ///     let mut got = Vec::new();
+    ///     while client.receive_into(&mut got).await? != 0 {}
+    ///     assert_eq!(got, b"hello");
+    ///     n.cancel_scope().cancel(); // stops the server
+    ///     std::fs::remove_file(&path)?;
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub async fn serve_listeners<L, F>(
         self,
         listeners: Vec<L>,
@@ -559,7 +683,24 @@ struct ShutdownInner {
     report: Cell<Option<ShutdownReport>>,
 }
 
-/// What a graceful shutdown did.
+/// What a graceful shutdown did, from [`GracefulShutdown::stopped`] or
+/// [`GracefulShutdown::report`]; its `Display` is a one-line summary for
+/// logs.
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::ShutdownReport;
+/// let r = ShutdownReport {
+///     open_at_drain: 3, abandoned: 1, finished: 2, cancelled: 1,
+///     grace: Duration::from_secs(5), took: Duration::from_secs(5),
+/// };
+/// assert_eq!(r.finished + r.cancelled, r.open_at_drain);
+/// assert_eq!(
+///     r.to_string(),
+///     "shut down in 5.000 s: listeners closed; of 3 open connection(s), 2 ended by the 5.000 s grace \
+///      deadline (1 cut short at once), 1 cancelled at it"
+/// );
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// Connections open when the drain began.
@@ -610,14 +751,41 @@ impl GracefulShutdown {
     /// cancelled. A later call does nothing (the first grace deadline
     /// stands).
     ///
+    /// ```
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// use std::time::Duration;
+    /// use trioxide::{open_nursery, sleep, BoxError, GracefulShutdown, Server, TcpStream};
+    /// use trioxide::{Builder, MockClock};
+    ///
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO)); // virtual time
+    /// Builder::new().clock(clock).run(open_nursery(|n| async move {
+    ///     let shutdown = GracefulShutdown::new();
+    ///     // Every connection takes 10 s, longer than the grace period.
+    ///     let slow = |_s: TcpStream| async move { sleep(Duration::from_secs(10)).await };
+    ///     let server = Server::new(slow).graceful(&shutdown);
+    ///     let localhost = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    ///     let addrs = n.start(|status| server.serve_tcp(0, localhost, status)).await?;
+    ///     let _client = TcpStream::connect(addrs[0]).await?;
+    ///     trioxide::testing::wait_all_tasks_blocked().await?; // the handler runs
+    ///     shutdown.shutdown(Duration::from_secs(2));
+    ///     let report = shutdown.stopped().await?;
+    ///     assert_eq!((report.open_at_drain, report.cancelled), (1, 1)); // cut off at 2 s
+    ///     assert_eq!(report.took, Duration::from_secs(2));
+    ///     assert!(TcpStream::connect(addrs[0]).await.is_err()); // no longer accepting
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
+    ///
     /// # Panics
-    /// Outside [`run`](crate::run).
+    /// Outside [`run`](crate::run): "GracefulShutdown::shutdown must be
+    /// called from inside trioxide::run", at the caller's line.
     #[track_caller]
     pub fn shutdown(&self, grace: Duration) {
         if self.inner.requested.get().is_some() {
             return;
         }
-        let now = current_time();
+        let now = Core::current_for("GracefulShutdown::shutdown").now();
         self.inner.requested.set(Some((now, now + grace)));
         self.inner.open_at_drain.set(self.inner.conns.borrow().len());
         let waits: Vec<CancelScope> = self.inner.idle_waits.borrow().iter().map(|(_, s)| s.clone()).collect();
@@ -677,6 +845,25 @@ impl GracefulShutdown {
     /// Waits until every server using this handle has stopped after a
     /// [`shutdown`](GracefulShutdown::shutdown), and returns what happened.
     /// A checkpoint.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{run, open_nursery, BoxError, GracefulShutdown, Server, UnixStream};
+    /// run(open_nursery(|n| async move {
+    ///     let shutdown = GracefulShutdown::new();
+    ///     let server = Server::new(|_: UnixStream| async {}).graceful(&shutdown);
+    ///     let path = std::env::temp_dir().join(format!("trioxide-doc-stopped-{}.sock", std::process::id()));
+    ///     let _ = std::fs::remove_file(&path);
+    ///     let listener = trioxide::UnixListener::bind(&path)?;
+    ///     n.start(|status| server.serve_listeners(vec![listener], status)).await?;
+    ///     shutdown.shutdown(Duration::from_secs(1));
+    ///     let report = shutdown.stopped().await?; // no connection: at once
+    ///     assert_eq!(report.open_at_drain, 0);
+    ///     assert_eq!(shutdown.report(), Some(report));
+    ///     std::fs::remove_file(&path)?;
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub async fn stopped(&self) -> Result<ShutdownReport, Cancelled> {
         crate::time::checkpoint().await?;
         loop {

@@ -20,6 +20,10 @@ pub(crate) const LISTEN_BACKLOG: libc::c_int = 0xFFFF;
 /// event before letting other tasks run. A flood of connections then cannot
 /// hold the loop for long, while a burst (a benchmark's connect storm, a
 /// restart's reconnects) costs one wake-up per 64 connections, not one each.
+///
+/// ```
+/// assert_eq!(trioxide::ACCEPT_BATCH, 64);
+/// ```
 pub const ACCEPT_BATCH: usize = 64;
 
 /// A TCP stream, with `TCP_NODELAY` on.
@@ -58,6 +62,19 @@ impl TcpStream {
     /// Connects to `addr` (one address; see
     /// [`open_tcp_stream`](crate::open_tcp_stream) for names and Happy
     /// Eyeballs). A checkpoint.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     // The kernel completes the handshake before anyone calls accept.
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, peer) = listener.accept().await?;
+    ///     assert_eq!(peer, client.local_addr()?);
+    ///     assert_eq!(server.peer_addr()?, client.local_addr()?);
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         crate::time::checkpoint::checkpoint_if_cancelled()?;
         let stream = TcpStream::from_mio(mio::net::TcpStream::connect(addr)?)?;
@@ -66,6 +83,21 @@ impl TcpStream {
     }
 
     /// Wraps a connected std stream (made non-blocking here).
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpStream};
+    /// run(async {
+    ///     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    ///     let std_stream = std::net::TcpStream::connect(listener.local_addr()?)?; // blocking connect
+    ///     let (mut peer, _) = listener.accept()?;
+    ///     let stream = TcpStream::from_std(std_stream)?;
+    ///     stream.send_all(b"hi").await?;
+    ///     let mut buf = [0u8; 2];
+    ///     std::io::Read::read_exact(&mut peer, &mut buf)?;
+    ///     assert_eq!(&buf, b"hi");
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         stream.set_nonblocking(true)?;
         TcpStream::from_mio(mio::net::TcpStream::from_std(stream))
@@ -98,6 +130,26 @@ impl TcpStream {
 
     /// Receives at least one byte into `buf`; 0 at the end of the stream.
     /// See [`ReceiveStream::receive_some`](crate::ReceiveStream::receive_some).
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     client.send_all(b"hello").await?;
+    ///     client.close(); // the server reads the data, then the end
+    ///     let mut buf = [0u8; 1024];
+    ///     let mut got = Vec::new();
+    ///     loop {
+    ///         let n = server.receive_some(&mut buf).await?;
+    ///         if n == 0 { break; } // the end of the stream
+    ///         got.extend_from_slice(&buf[..n]);
+    ///     }
+    ///     assert_eq!(got, b"hello");
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.receive_some(buf).await
     }
@@ -123,12 +175,43 @@ impl TcpStream {
     }
 
     /// Sends all of `data`. See [`SendStream::send_all`](crate::SendStream::send_all).
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     server.send_all(&[7u8; 100_000]).await?; // returns once the kernel took it all
+    ///     server.send_eof().await?;
+    ///     let mut got = Vec::new();
+    ///     while client.receive_into(&mut got).await? != 0 {}
+    ///     assert_eq!(got.len(), 100_000);
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
         self.inner.send_all(data).await
     }
 
     /// Sends the chunks one after the other with vectored writes (`writev`),
     /// as one `send_all`: a response head and body go out in one syscall.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     let body = b"hello";
+    ///     server.send_all_vectored(&[b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", body]).await?;
+    ///     server.send_eof().await?;
+    ///     let mut got = Vec::new();
+    ///     while client.receive_into(&mut got).await? != 0 {}
+    ///     assert!(got.ends_with(b"\r\n\r\nhello"));
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub async fn send_all_vectored(&self, chunks: &[&[u8]]) -> io::Result<()> {
         self.inner.send_all_vectored(chunks).await
     }
@@ -137,33 +220,128 @@ impl TcpStream {
     /// the data never enters user space. Returns the bytes sent: fewer than
     /// `count` only if the file ends first. Cancellation part-way breaks the
     /// stream for sending, as for `send_all`.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream};
+    /// run(async {
+    ///     let path = std::env::temp_dir().join(format!("trioxide-doc-sendfile-{}", std::process::id()));
+    ///     std::fs::File::create(&path)?.write_all(b"0123456789")?;
+    ///     let file = std::fs::File::open(&path)?;
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     assert_eq!(server.send_file(&file, 2, 5).await?, 5);   // bytes 2..7
+    ///     assert_eq!(server.send_file(&file, 8, 100).await?, 2); // the file ends first
+    ///     server.send_eof().await?;
+    ///     let mut got = Vec::new();
+    ///     while client.receive_into(&mut got).await? != 0 {}
+    ///     assert_eq!(got, b"2345689");
+    ///     std::fs::remove_file(&path)?;
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub async fn send_file(&self, file: &File, offset: u64, count: u64) -> io::Result<u64> {
         self.inner.send_file(file, offset, count).await
     }
 
     /// Closes the sending half (`shutdown(SHUT_WR)`). See
     /// [`HalfCloseableStream::send_eof`](crate::HalfCloseableStream::send_eof).
+    ///
+    /// ```
+    /// use trioxide::{io_error_kind, run, BoxError, IoErrorKind, TcpListener, TcpStream};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     client.send_all(b"question").await?;
+    ///     client.send_eof().await?;
+    ///     let e = client.send_all(b"more").await.unwrap_err();
+    ///     assert_eq!(io_error_kind(&e), Some(IoErrorKind::Closed));
+    ///     let mut q = Vec::new();
+    ///     while server.receive_into(&mut q).await? != 0 {} // reads up to the EOF
+    ///     server.send_all(b"answer").await?; // the other direction is open
+    ///     let mut buf = [0u8; 16];
+    ///     let n = client.receive_some(&mut buf).await?;
+    ///     assert_eq!((&q[..], &buf[..n]), (&b"question"[..], &b"answer"[..]));
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub async fn send_eof(&self) -> io::Result<()> {
         self.inner.send_eof().await
     }
 
     /// Waits until a send would probably not block.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     client.wait_send_all_might_not_block().await?; // empty send buffer: at once
+    ///     client.send_all(b"now").await?;
+    ///     # drop(listener);
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
         self.inner.wait_send_all_might_not_block().await
     }
 
     /// Closes the stream now; tasks waiting on it get
     /// [`ClosedResource`](crate::ClosedResource).
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use trioxide::{io_error_kind, open_nursery, run, wait_all_tasks_blocked, BoxError, IoErrorKind};
+    /// use trioxide::{TcpListener, TcpStream};
+    /// run(open_nursery(|n| async move {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let client = Rc::new(TcpStream::connect(listener.local_addr()?).await?);
+    ///     let _server = listener.accept().await?;
+    ///     let reader = client.clone();
+    ///     n.start_soon(async move {
+    ///         let e = reader.receive_some(&mut [0u8; 8]).await.unwrap_err();
+    ///         assert_eq!(io_error_kind(&e), Some(IoErrorKind::Closed)); // woken by close
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     wait_all_tasks_blocked().await?;
+    ///     client.close();
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn close(&self) {
         self.inner.close();
     }
 
     /// The local address.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     assert_eq!(server.local_addr()?, listener.local_addr()?);
+    ///     assert_eq!(client.local_addr()?, server.peer_addr()?);
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.source.with(|s| s.local_addr())
     }
 
     /// The peer's address.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     assert_eq!(client.peer_addr()?, listener.local_addr()?);
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.inner.source.with(|s| s.peer_addr())
     }
@@ -172,10 +350,40 @@ impl TcpStream {
 impl_stream_traits!(TcpStream);
 
 /// The receiving half of a [`TcpStream`], from [`TcpStream::into_split`].
+///
+/// ```
+/// use trioxide::{run, BoxError, BufferedReceiveStream, TcpListener, TcpReceiveHalf, TcpStream};
+/// run(async {
+///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+///     let client = TcpStream::connect(listener.local_addr()?).await?;
+///     let (server, _) = listener.accept().await?;
+///     let (rx, _tx): (TcpReceiveHalf, _) = server.into_split();
+///     client.send_all(b"line one\n").await?;
+///     let lines = BufferedReceiveStream::new(rx); // a half is a ReceiveStream
+///     assert_eq!(lines.next_line(80).await?.as_deref(), Some(&b"line one"[..]));
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
 pub type TcpReceiveHalf = ReceiveHalf<TcpStream>;
 
 /// The sending half of a [`TcpStream`], from [`TcpStream::into_split`]; it can
 /// `send_eof`.
+///
+/// ```
+/// use trioxide::{run, BoxError, TcpListener, TcpSendHalf, TcpStream};
+/// run(async {
+///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+///     let client = TcpStream::connect(listener.local_addr()?).await?;
+///     let (server, _) = listener.accept().await?;
+///     let (_rx, tx): (_, TcpSendHalf) = server.into_split();
+///     tx.send_all(b"bye").await?;
+///     tx.send_eof().await?; // only the sending direction ends
+///     let mut got = Vec::new();
+///     while client.receive_into(&mut got).await? != 0 {}
+///     assert_eq!(got, b"bye");
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
 pub type TcpSendHalf = SendHalf<TcpStream>;
 
 /// A listening TCP socket, with the backlog at the system's maximum.
@@ -203,6 +411,17 @@ impl std::fmt::Debug for TcpListener {
 impl TcpListener {
     /// Binds and listens on `addr` (port 0: any free port), with
     /// `SO_REUSEADDR` and the backlog at the system's maximum.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     assert_ne!(listener.local_addr()?.port(), 0); // the port the system picked
+    ///     // The port is taken while the listener lives:
+    ///     assert!(TcpListener::bind(listener.local_addr()?).is_err());
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         let listener = mio::net::TcpListener::bind(addr)?;
         // mio listens with a backlog of 1024; listening again on a listening
@@ -213,17 +432,51 @@ impl TcpListener {
     }
 
     /// Wraps a listening std socket (made non-blocking here).
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream};
+    /// run(async {
+    ///     let listener = TcpListener::from_std(std::net::TcpListener::bind("127.0.0.1:0")?)?;
+    ///     let _client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (_server, _peer) = listener.accept().await?;
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
         Ok(TcpListener { source: Source::new(mio::net::TcpListener::from_std(listener)) })
     }
 
     /// The address it listens on.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     assert!(listener.local_addr()?.ip().is_loopback());
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.source.with(|s| s.local_addr())
     }
 
     /// Waits for one connection. A checkpoint.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, peer) = listener.accept().await?;
+    ///     assert_eq!(peer, client.local_addr()?);
+    ///     server.send_all(b"welcome").await?;
+    ///     let mut buf = [0u8; 16];
+    ///     let n = client.receive_some(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"welcome");
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (s, addr) = self.source.op(Dir::Read, |l| Ok((l.accept()?, false))).await?;
         Ok((TcpStream::from_mio(s)?, addr))
@@ -233,6 +486,26 @@ impl TcpListener {
     /// `max` (see [`ACCEPT_BATCH`]), appending them to `out`; returns how
     /// many. The batch stops early at the first error after at least one
     /// success (the error comes again on the next call). A checkpoint.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream, ACCEPT_BATCH};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let addr = listener.local_addr()?;
+    ///     let mut clients = Vec::new();
+    ///     for _ in 0..3 {
+    ///         clients.push(TcpStream::connect(addr).await?);
+    ///     }
+    ///     let mut accepted = Vec::new();
+    ///     while accepted.len() < 3 {
+    ///         listener.accept_batch(&mut accepted, ACCEPT_BATCH).await?; // all queued ones at once
+    ///     }
+    ///     for (stream, peer) in &accepted {
+    ///         assert_eq!(stream.peer_addr()?, *peer);
+    ///     }
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub async fn accept_batch(&self, out: &mut Vec<(TcpStream, SocketAddr)>, max: usize) -> io::Result<usize> {
         self.accept_each(max, |s, addr| out.push((s, addr))).await
     }
@@ -271,6 +544,19 @@ impl TcpListener {
 
     /// Stops listening now; a task waiting in `accept` gets
     /// [`ClosedResource`](crate::ClosedResource).
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, TcpListener, TcpStream};
+    /// run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    ///     let addr = listener.local_addr()?;
+    ///     listener.close();
+    ///     let e = listener.accept().await.unwrap_err();
+    ///     assert_eq!(trioxide::io_error_kind(&e), Some(trioxide::IoErrorKind::Closed));
+    ///     assert!(TcpStream::connect(addr).await.is_err()); // refused: nobody listens
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn close(&self) {
         self.source.close();
     }

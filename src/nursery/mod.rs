@@ -31,6 +31,20 @@ pub use start::{Start, TaskStatus};
 /// ```
 pub trait Started<V> {
     /// Reports the task ready with `value`.
+    ///
+    /// ```
+    /// use trioxide::{open_nursery, run, BoxError, Started};
+    /// // A function that reports readiness works with start() and without it.
+    /// async fn ready_after_setup(status: impl Started<&'static str>) -> Result<(), BoxError> {
+    ///     status.started("set up"); // from here on the caller goes on
+    ///     Ok(())
+    /// }
+    /// run(open_nursery(|n| async move {
+    ///     assert_eq!(n.start(ready_after_setup).await?, "set up");
+    ///     ready_after_setup(trioxide::TASK_STATUS_IGNORED).await?;
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     fn started(self, value: V);
 }
 
@@ -42,6 +56,16 @@ impl<V> Started<V> for TaskStatus<V> {
 
 /// A [`Started`] that drops the value: for calling a function that takes a
 /// task status without [`Nursery::start`].
+///
+/// ```
+/// use trioxide::{run, BoxError, Started, TaskStatusIgnored};
+/// async fn serve_once(status: impl Started<u16>) -> Result<u16, BoxError> {
+///     status.started(8080);
+///     Ok(8080)
+/// }
+/// // Awaited directly: nobody waits for the started value.
+/// assert_eq!(run(serve_once(TaskStatusIgnored)).unwrap(), 8080);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TaskStatusIgnored;
 

@@ -26,8 +26,25 @@ use crate::kernel::Core;
 
 /// What a task's future may return: `()` or `Result<(), E>` for any error
 /// that converts into a [`BoxError`].
+///
+/// ```
+/// use trioxide::{open_nursery, run, BoxError};
+/// run(open_nursery(|n| async move {
+///     n.start_soon(async {})?; // ()
+///     n.start_soon(async { Ok::<(), std::io::Error>(()) })?; // Result<(), io::Error>
+///     n.start_soon(async { Ok::<(), BoxError>(()) })?; // Result<(), BoxError>
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
 pub trait TaskOutput {
     /// The output as the nursery records it.
+    ///
+    /// ```
+    /// use trioxide::TaskOutput;
+    /// assert!(().into_task_result().is_ok());
+    /// let failed: Result<(), std::io::Error> = Err(std::io::ErrorKind::Other.into());
+    /// assert!(failed.into_task_result().is_err());
+    /// ```
     fn into_task_result(self) -> Result<(), BoxError>;
 }
 
@@ -165,6 +182,24 @@ impl std::fmt::Debug for Nursery {
 impl Nursery {
     /// Spawns `task` as a child; it first runs in the next scheduler pass.
     /// Its name (for [`task_tree`](crate::task_tree)) is its future's type.
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::rc::Rc;
+    /// use trioxide::{open_nursery, run, BoxError};
+    /// let log = Rc::new(RefCell::new(Vec::new()));
+    /// let l = log.clone();
+    /// run(open_nursery(|n| async move {
+    ///     let child_log = l.clone();
+    ///     n.start_soon(async move {
+    ///         child_log.borrow_mut().push("child");
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     l.borrow_mut().push("body"); // the child has not run yet
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap(); // returns once the child is done too
+    /// assert_eq!(*log.borrow(), ["body", "child"]);
+    /// ```
     pub fn start_soon<F>(&self, task: F) -> Result<(), NurseryClosed>
     where
         F: Future + 'static,
@@ -174,6 +209,19 @@ impl Nursery {
     }
 
     /// Like [`start_soon`](Nursery::start_soon), with a name.
+    ///
+    /// ```
+    /// use trioxide::{current_task, open_nursery, run, BoxError};
+    /// run(open_nursery(|n| async move {
+    ///     let id = format!("conn-{}", 7);
+    ///     n.start_soon_named(id, async {
+    ///         assert_eq!(current_task().name, "conn-7");
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     n.start_soon_named("static name", async {})?;
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn start_soon_named<F>(&self, name: impl Into<Cow<'static, str>>, task: F) -> Result<(), NurseryClosed>
     where
         F: Future + 'static,
@@ -218,11 +266,31 @@ impl Nursery {
 
     /// The nursery's own cancel scope: cancel it to stop the body and every
     /// child.
+    ///
+    /// ```
+    /// use trioxide::{open_nursery, run, sleep_forever, BoxError};
+    /// let out = run(open_nursery(|n| async move {
+    ///     n.start_soon(async { sleep_forever().await?; Ok::<_, BoxError>(()) })?;
+    ///     n.cancel_scope().cancel(); // the child and the body
+    ///     sleep_forever().await?; // returns Err(Cancelled) at once
+    ///     Ok::<_, BoxError>("unreachable")
+    /// }));
+    /// assert_eq!(out.unwrap(), None); // the nursery caught its own cancellation
+    /// ```
     pub fn cancel_scope(&self) -> CancelScope {
         CancelScope::from_node(self.inner.scope.clone())
     }
 
     /// Whether the nursery has closed to new children.
+    ///
+    /// ```
+    /// use trioxide::{open_nursery, run, BoxError};
+    /// let n = run(open_nursery(|n| async move {
+    ///     assert!(!n.is_closed());
+    ///     Ok::<_, BoxError>(n.clone())
+    /// })).unwrap().unwrap();
+    /// assert!(n.is_closed()); // body and children are done
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.inner.closed.get()
     }
@@ -311,6 +379,14 @@ where
 
 pin_project! {
     /// The future of [`open_nursery`].
+    ///
+    /// ```
+    /// use trioxide::{open_nursery, run, BoxError, OpenNursery};
+    /// let nursery = open_nursery(|_n| async { Ok::<_, BoxError>(1) }); // nothing runs yet
+    /// fn is_nursery<B, F, T>(_: &OpenNursery<B, F, T>) {}
+    /// is_nursery(&nursery);
+    /// assert_eq!(run(nursery).unwrap(), Some(1));
+    /// ```
     #[must_use = "a nursery does nothing unless awaited"]
     pub struct OpenNursery<B, Fut, T> {
         body_fn: Option<B>,

@@ -109,6 +109,20 @@ impl<V> StartLink for StartShared<V> {
 ///     s.started(2); // error: use of moved value
 /// }
 /// ```
+///
+/// ```
+/// use trioxide::{open_nursery, run, sleep_forever, BoxError, TaskStatus};
+/// run(open_nursery(|n| async move {
+///     let port = n.start(|status: TaskStatus<u16>| async move {
+///         status.started(4242); // start() returns 4242 now
+///         sleep_forever().await?; // and the task goes on in the nursery
+///         Ok::<_, BoxError>(())
+///     }).await?;
+///     assert_eq!(port, 4242);
+///     n.cancel_scope().cancel();
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
 pub struct TaskStatus<V> {
     shared: Rc<StartShared<V>>,
 }
@@ -201,6 +215,17 @@ impl Nursery {
 
 pin_project! {
     /// The future of [`Nursery::start`].
+    ///
+    /// ```
+    /// use trioxide::{open_nursery, run, BoxError, Start, TaskStatus};
+    /// run(open_nursery(|n| async move {
+    ///     let start = n.start(|status: TaskStatus<&str>| async move { status.started("up"); Ok::<_, BoxError>(()) });
+    ///     fn is_start<S, V>(_: &Start<S, V>) {}
+    ///     is_start(&start);
+    ///     assert_eq!(start.await?, "up");
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     #[must_use = "start does nothing unless awaited"]
     pub struct Start<S, V> {
         spawn: Option<S>,

@@ -87,6 +87,30 @@ pub fn open_process(cmd: Command) -> io::Result<Process> {
 ///
 /// `wait` may be called by several tasks at once (share the process with
 /// an `Rc`); all of them get the status.
+///
+/// ```
+/// use std::process::{Command, Stdio};
+/// use trioxide::process::open_process;
+/// use trioxide::{run, BoxError};
+/// run(async {
+///     let mut cmd = Command::new("sh");
+///     cmd.args(["-c", "read line; echo got $line"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+///     let mut p = open_process(cmd)?;
+///     let (stdin, stdout) = (p.stdin.take().unwrap(), p.stdout.take().unwrap());
+///     stdin.send_all(b"hi\n").await?;
+///     drop(stdin); // end of input
+///     let mut out = Vec::new();
+///     let mut buf = [0u8; 64];
+///     loop {
+///         let n = stdout.receive_some(&mut buf).await?;
+///         if n == 0 { break; }
+///         out.extend_from_slice(&buf[..n]);
+///     }
+///     assert_eq!(out, b"got hi\n");
+///     assert!(p.wait().await?.success());
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
 pub struct Process {
     /// The child's standard input, if `cmd` had `Stdio::piped()` for it.
     /// Drop or close it to send end-of-file.

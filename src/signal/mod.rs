@@ -86,10 +86,12 @@ const PIPE_READ: usize = MAX_SIGNAL as usize;
 /// ```
 ///
 /// # Panics
-/// Outside [`run`](crate::run).
+/// Outside [`run`](crate::run): "trioxide::signal::open_signal_receiver
+/// must be called from inside trioxide::run", at the caller's line.
+#[track_caller]
 pub fn open_signal_receiver(signals: &[c_int]) -> io::Result<SignalReceiver> {
     // Outside a run this panics, before any argument is checked.
-    Core::current();
+    Core::current_for("trioxide::signal::open_signal_receiver");
     if signals.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "open_signal_receiver needs at least one signal"));
     }

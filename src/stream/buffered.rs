@@ -212,9 +212,21 @@ impl<R: ReceiveStream> BufferedReceiveStream<R> {
     /// ```
     ///
     /// # Panics
-    /// If `delimiter` is empty.
-    pub async fn receive_until(&self, delimiter: &[u8], max: usize) -> io::Result<Option<Vec<u8>>> {
-        assert!(!delimiter.is_empty(), "receive_until needs a non-empty delimiter");
+    /// If `delimiter` is empty ("BufferedReceiveStream::receive_until needs
+    /// a non-empty delimiter"), when called, at the caller's line.
+    #[track_caller]
+    pub fn receive_until<'a>(
+        &'a self,
+        delimiter: &'a [u8],
+        max: usize,
+    ) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + 'a {
+        assert!(!delimiter.is_empty(), "BufferedReceiveStream::receive_until needs a non-empty delimiter");
+        self.receive_until_nonempty(delimiter, max)
+    }
+
+    /// [`receive_until`](Self::receive_until) once `delimiter` is known to be
+    /// non-empty.
+    async fn receive_until_nonempty(&self, delimiter: &[u8], max: usize) -> io::Result<Option<Vec<u8>>> {
         let mut t = self.take()?;
         let buf = &mut t.buf;
         let mut searched = 0; // bytes of the buffer known to hold no delimiter start
@@ -274,7 +286,7 @@ impl<R: ReceiveStream> BufferedReceiveStream<R> {
     /// ```
     pub async fn next_line(&self, max_line: usize) -> io::Result<Option<Vec<u8>>> {
         // A `\r` before the `\n` is part of the line until stripped.
-        match self.receive_until(b"\n", max_line.saturating_add(1)).await {
+        match self.receive_until_nonempty(b"\n", max_line.saturating_add(1)).await {
             Ok(Some(mut line)) => {
                 if line.last() == Some(&b'\r') {
                     line.pop();

@@ -103,9 +103,17 @@ impl Borrower {
     /// ```
     ///
     /// # Panics
-    /// Outside a trioxide task.
+    /// Outside [`run`](crate::run): "Borrower::current_task must be called
+    /// from inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn current_task() -> Borrower {
-        Borrower::task(Core::current().current_task())
+        Borrower::current_for("Borrower::current_task")
+    }
+
+    /// [`current_task`](Borrower::current_task), naming `op` if it panics.
+    #[track_caller]
+    fn current_for(op: &'static str) -> Borrower {
+        Borrower::task(Core::current_for(op).current_task())
     }
 
     /// The task `id` as a borrower.
@@ -283,9 +291,11 @@ impl CapacityLimiter {
     /// ```
     ///
     /// # Panics
-    /// Outside a trioxide task.
+    /// Outside [`run`](crate::run): "CapacityLimiter::try_acquire must be
+    /// called from inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn try_acquire(&self) -> Result<CapacityToken<'_>, TryBorrowError> {
-        self.try_acquire_on_behalf_of(Borrower::current_task())
+        self.try_acquire_on_behalf_of(Borrower::current_for("CapacityLimiter::try_acquire"))
     }
 
     /// Borrows a token for `borrower` if one is free and nobody waits,
@@ -328,9 +338,11 @@ impl CapacityLimiter {
     /// ```
     ///
     /// # Panics
-    /// Outside a trioxide task.
+    /// Outside [`run`](crate::run): "CapacityLimiter::release must be
+    /// called from inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn release(&self) -> Result<(), NotBorrowing> {
-        self.release_on_behalf_of(Borrower::current_task())
+        self.release_on_behalf_of(Borrower::current_for("CapacityLimiter::release"))
     }
 
     /// Gives back `borrower`'s token held without a guard (after

@@ -129,9 +129,11 @@ impl Condition {
     /// ```
     ///
     /// # Panics
-    /// Outside a trioxide task.
+    /// Outside [`run`](crate::run): "Condition::try_acquire must be called
+    /// from inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn try_acquire(&self) -> Result<ConditionGuard<'_>, TryLockError> {
-        let guard = self.lock.try_acquire()?;
+        let guard = self.lock.try_acquire_for("Condition::try_acquire")?;
         Ok(ConditionGuard { cond: self, period: guard.into_period() })
     }
 
@@ -205,9 +207,16 @@ impl Condition {
     /// ```
     ///
     /// # Panics
-    /// Outside a trioxide task.
+    /// Outside [`run`](crate::run): "Condition::notify must be called from
+    /// inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn notify(&self, n: usize) -> Result<usize, NotOwner> {
-        self.check_owner()?;
+        self.notify_for(n, "Condition::notify")
+    }
+
+    #[track_caller]
+    fn notify_for(&self, n: usize, op: &'static str) -> Result<usize, NotOwner> {
+        self.check_owner(op)?;
         // The moved waiters now wait on the lock: its owner must break it
         // if it ends (rule Y3).
         self.lock.ensure_breaker();
@@ -228,9 +237,11 @@ impl Condition {
     /// ```
     ///
     /// # Panics
-    /// Outside a trioxide task.
+    /// Outside [`run`](crate::run): "Condition::notify_all must be called
+    /// from inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn notify_all(&self) -> Result<usize, NotOwner> {
-        self.notify(usize::MAX)
+        self.notify_for(usize::MAX, "Condition::notify_all")
     }
 
     /// Waiters, and the lock's statistics.
@@ -243,8 +254,9 @@ impl Condition {
         ConditionStatistics { tasks_waiting: self.lot.len(), lock_statistics: self.lock.statistics() }
     }
 
-    fn check_owner(&self) -> Result<(), NotOwner> {
-        let me = Core::current().current_task();
+    #[track_caller]
+    fn check_owner(&self, op: &'static str) -> Result<(), NotOwner> {
+        let me = Core::current_for(op).current_task();
         if me == TaskId::NONE || self.lock.owner() != me {
             return Err(NotOwner);
         }

@@ -167,10 +167,20 @@ impl Lock {
     /// ```
     ///
     /// # Panics
-    /// Outside a trioxide task (the lock records its owner task).
+    /// Outside [`run`](crate::run) (the lock records its owner task):
+    /// "Lock::try_acquire must be called from inside trioxide::run", at
+    /// the caller's line.
     #[inline]
+    #[track_caller]
     pub fn try_acquire(&self) -> Result<LockGuard<'_>, TryLockError> {
-        let me = Core::current().current_task();
+        self.try_acquire_for("Lock::try_acquire")
+    }
+
+    /// [`try_acquire`](Lock::try_acquire), naming `op` if it panics.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn try_acquire_for(&self, op: &'static str) -> Result<LockGuard<'_>, TryLockError> {
+        let me = Core::current_for(op).current_task();
         let owner = self.owner.get();
         if owner == me {
             Err(TryLockError::AlreadyHeld)
@@ -205,9 +215,11 @@ impl Lock {
     /// ```
     ///
     /// # Panics
-    /// Outside a trioxide task.
+    /// Outside [`run`](crate::run): "Lock::release must be called from
+    /// inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn release(&self) -> Result<(), NotOwner> {
-        let me = Core::current().current_task();
+        let me = Core::current_for("Lock::release").current_task();
         if self.owner.get() != me || me == TaskId::NONE {
             return Err(NotOwner);
         }

@@ -65,12 +65,47 @@ impl fmt::Debug for RuntimeHandle {
 /// The handle of the run this code runs in.
 ///
 /// # Panics
-/// Outside [`run`](crate::run).
+/// Outside [`run`](crate::run) (on another thread, say: get the handle on
+/// the runtime's thread and send it): "trioxide::from_thread::current_handle
+/// must be called from inside trioxide::run", at the caller's line.
+///
+/// ```
+/// use trioxide::{from_thread, run, to_thread, BoxError};
+/// let runtime_thread = std::thread::current().id();
+/// let r = run(async {
+///     let handle = from_thread::current_handle(); // on the runtime's thread
+///     let ran_on = to_thread::run_sync(move || {
+///         // On a worker thread: run a closure back on the runtime.
+///         handle.run_sync(|| std::thread::current().id())
+///     })
+///     .await??;
+///     Ok::<_, BoxError>(ran_on)
+/// });
+/// assert_eq!(r.unwrap(), runtime_thread);
+/// ```
+#[track_caller]
 pub fn current_handle() -> RuntimeHandle {
-    RuntimeHandle { shared: Core::current().shared().clone() }
+    RuntimeHandle { shared: Core::current_for("trioxide::from_thread::current_handle").shared().clone() }
 }
 
 /// Why a call from another thread did not return the closure's result.
+///
+/// ```
+/// use trioxide::from_thread::{self, FromThreadError};
+/// use trioxide::{run, to_thread, BoxError};
+/// // Not a to_thread worker: the free functions have no run to reach.
+/// assert_eq!(from_thread::run_sync(|| 1), Err(FromThreadError::NotAWorkerThread));
+/// run(async {
+///     let handle = from_thread::current_handle();
+///     // On the runtime's own thread, waiting for the answer would deadlock.
+///     assert_eq!(handle.run_sync(|| 1), Err(FromThreadError::OnRuntimeThread));
+///     let h = handle.clone();
+///     to_thread::run_sync(move || assert_eq!(h.run_sync(|| 2), Ok(2))).await?;
+///     Ok::<_, BoxError>(handle)
+/// })
+/// .map(|handle| assert_eq!(handle.run_sync(|| 3), Err(FromThreadError::RunFinished)))
+/// .unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromThreadError {
     /// The run is over (or ended before the call ran).

@@ -32,6 +32,14 @@ use crate::thread::from_thread::{current_handle, with_worker_handle};
 /// closures run at once unless a call names its own limiter. 40 is Trio's
 /// default: enough for typical blocking work (file I/O, name lookups)
 /// without letting a flood of calls start thousands of threads.
+///
+/// ```
+/// use trioxide::{run, to_thread};
+/// run(async {
+///     let limiter = to_thread::current_default_thread_limiter();
+///     assert_eq!(limiter.total_tokens(), to_thread::DEFAULT_THREAD_LIMIT);
+/// });
+/// ```
 pub const DEFAULT_THREAD_LIMIT: usize = 40;
 
 /// The run's default limiter for [`run_sync`]: [`DEFAULT_THREAD_LIMIT`]
@@ -81,6 +89,18 @@ where
 }
 
 /// A [`run_sync`] call being configured; `.await` it to run.
+///
+/// ```
+/// use std::rc::Rc;
+/// use trioxide::sync::CapacityLimiter;
+/// use trioxide::{run, to_thread, BoxError};
+/// let r = run(async {
+///     let one_at_a_time = Rc::new(CapacityLimiter::new(1));
+///     let call = to_thread::run_sync(|| 6 * 7).limiter(one_at_a_time).abandon_on_cancel(false);
+///     Ok::<_, BoxError>(call.await?) // configured, then awaited
+/// });
+/// assert_eq!(r.unwrap(), 42);
+/// ```
 #[must_use = "to_thread::run_sync does nothing unless awaited"]
 pub struct RunSync<F> {
     f: F,

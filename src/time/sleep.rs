@@ -13,9 +13,23 @@ use crate::kernel::Core;
 /// The current time on the run's clock.
 ///
 /// # Panics
-/// Outside [`run`](crate::run).
+/// Outside [`run`](crate::run): "trioxide::current_time must be called
+/// from inside trioxide::run", at the caller's line.
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::{current_time, sleep, Builder, MockClock};
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// Builder::new().clock(clock).run(async {
+///     let t0 = current_time();
+///     sleep(Duration::from_secs(90)).await.unwrap();
+///     assert_eq!(current_time().saturating_duration_since(t0), Duration::from_secs(90));
+/// });
+/// ```
+#[track_caller]
 pub fn current_time() -> Instant {
-    Core::current().now()
+    Core::current_for("trioxide::current_time").now()
 }
 
 /// Sleeps for `duration` (measured from the first poll). A checkpoint: it
@@ -33,6 +47,20 @@ pub fn sleep(duration: Duration) -> Sleep {
 }
 
 /// Sleeps until the clock reaches `deadline`; a checkpoint like [`sleep`].
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::{current_time, sleep_until, Builder, MockClock};
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// Builder::new().clock(clock).run(async {
+///     let deadline = current_time() + Duration::from_secs(10);
+///     sleep_until(deadline).await.unwrap();
+///     assert_eq!(current_time(), deadline);
+///     sleep_until(deadline).await.unwrap(); // in the past: a checkpoint, no wait
+///     assert_eq!(current_time(), deadline);
+/// });
+/// ```
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep { when: When::At(deadline), state: SleepState::New }
 }
@@ -72,6 +100,18 @@ enum SleepState {
 }
 
 /// The future of [`sleep`] and [`sleep_until`].
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::{move_on_after, sleep, Builder, Cancelled, MockClock};
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// let r = Builder::new().clock(clock).run(async {
+///     let nap: trioxide::Sleep = sleep(Duration::from_secs(5)); // counts from its first poll
+///     move_on_after(Duration::from_secs(1), async { nap.await?; Ok::<_, Cancelled>("woke") }).await
+/// });
+/// assert_eq!(r, Ok(None)); // cancelled after 1 s of its 5
+/// ```
 #[derive(Debug)]
 #[must_use = "a sleep does nothing unless awaited"]
 pub struct Sleep {
@@ -160,6 +200,18 @@ impl Drop for Sleep {
 /// The future of [`sleep_forever`]: a `sleep_until(Instant::FAR_FUTURE)`
 /// that needs no timer, so it keeps only its state (one byte, which is
 /// what a parked task's future costs when it parks on this).
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::{move_on_after, sleep_forever, Builder, Cancelled, MockClock};
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// let r = Builder::new().clock(clock).run(move_on_after(Duration::from_secs(1), async {
+///     sleep_forever().await?; // only Err(Cancelled) gets out
+///     Ok::<_, Cancelled>(())
+/// }));
+/// assert_eq!(r, Ok(None));
+/// ```
 #[derive(Debug)]
 #[must_use = "a sleep does nothing unless awaited"]
 pub struct SleepForever {

@@ -52,6 +52,18 @@ pub(crate) struct Driver {
 /// Counts of the driver's `epoll_ctl` calls and `epoll_wait`s so far in this
 /// run, from [`io_stats`]: what the "one registration per socket" rule can
 /// be checked against.
+///
+/// ```
+/// use trioxide::{io_stats, run, BoxError, UnixStream};
+/// run(async {
+///     let (a, b) = UnixStream::pair()?;
+///     let before = io_stats();
+///     a.send_all(b"x").await?; // ready at once: no registration
+///     b.receive_some(&mut [0u8; 1]).await?;
+///     assert_eq!(io_stats().registrations, before.registrations);
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoStats {
     /// `EPOLL_CTL_ADD` calls: one per socket that ever had to wait.
@@ -74,9 +86,11 @@ pub struct IoStats {
 /// ```
 ///
 /// # Panics
-/// Outside [`run`](crate::run).
+/// Outside [`run`](crate::run): "trioxide::io_stats must be called from
+/// inside trioxide::run", at the caller's line.
+#[track_caller]
 pub fn io_stats() -> IoStats {
-    let driver = crate::kernel::Core::current().driver.borrow();
+    let driver = crate::kernel::Core::current_for("trioxide::io_stats").driver.borrow();
     IoStats { registered_now: driver.sources.len(), ..driver.stats }
 }
 

@@ -42,6 +42,18 @@ pub async fn wait_readable(fd: RawFd) -> io::Result<()> {
 }
 
 /// Waits until `fd` is writable. See [`wait_readable`].
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// use trioxide::{run, wait_writable, BoxError};
+/// run(async {
+///     let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+///     a.set_nonblocking(true)?;
+///     wait_writable(a.as_raw_fd()).await?; // an empty socket buffer: at once
+///     trioxide::notify_closing(a.as_raw_fd()); // before the fd is closed
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
 pub async fn wait_writable(fd: RawFd) -> io::Result<()> {
     wait_raw(fd, Dir::Write).await
 }
@@ -50,8 +62,33 @@ pub async fn wait_writable(fd: RawFd) -> io::Result<()> {
 /// with [`ClosedResource`](crate::ClosedResource), and it is removed from
 /// epoll. Call it before closing an fd passed to [`wait_readable`] or
 /// [`wait_writable`]. Does nothing for an fd never waited on.
+///
+/// # Panics
+/// Outside [`run`](crate::run): "trioxide::notify_closing must be called
+/// from inside trioxide::run", at the caller's line.
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// use trioxide::{io_error_kind, notify_closing, open_nursery, run, wait_all_tasks_blocked, wait_readable};
+/// use trioxide::{BoxError, IoErrorKind};
+/// run(open_nursery(|n| async move {
+///     let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+///     a.set_nonblocking(true)?;
+///     let fd = a.as_raw_fd();
+///     n.start_soon(async move {
+///         let e = wait_readable(fd).await.unwrap_err(); // nothing to read: waits
+///         assert_eq!(io_error_kind(&e), Some(IoErrorKind::Closed));
+///         Ok::<_, BoxError>(())
+///     })?;
+///     wait_all_tasks_blocked().await?;
+///     notify_closing(fd); // wakes the waiter
+///     drop(a); // now the fd can be closed
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
+#[track_caller]
 pub fn notify_closing(fd: RawFd) {
-    let state = Core::current().driver.borrow_mut().forget_raw(fd);
+    let state = Core::current_for("trioxide::notify_closing").driver.borrow_mut().forget_raw(fd);
     if let Some(state) = state {
         state.mark_closed();
     }
