@@ -70,7 +70,10 @@ server_cmd() { # server kind
 # Prints "instructions requests" for one server in one scenario.
 measure() { # server scenario
     local out="$TMP/cg.out" port line i
-    rm -f "$out"*
+    # The previous server's output must go first: the wait below would
+    # otherwise find its "listening on" line before the new server's
+    # redirection truncates the file.
+    rm -f "$out"* "$TMP/server.out" "$TMP/server.err"
     # shellcheck disable=SC2046 # the command is words on purpose
     taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" \
         $(server_cmd "$1" "${KIND[$2]}") --port 0 >"$TMP/server.out" 2>"$TMP/server.err" &
@@ -81,7 +84,9 @@ measure() { # server scenario
     done
     port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$TMP/server.out")
     [[ -n $port ]] || {
-        echo "$1 did not start" >&2
+        echo "$1 did not start; its output and the end of its error output:" >&2
+        cat "$TMP/server.out" >&2
+        tail -5 "$TMP/server.err" >&2
         return 1
     }
     callgrind_control -z "$VPID" >/dev/null

@@ -42,8 +42,8 @@ pub use kernel::run::{run, Builder, RunReport};
 pub use kernel::task::TaskId;
 pub use net::connect::{happy_eyeballs, open_tcp_stream, HAPPY_EYEBALLS_DELAY};
 pub use net::serve::{
-    open_tcp_listeners, serve_listeners, serve_tcp, GracefulShutdown, LocalAddr, Server, ShutdownReport,
-    ACCEPT_RETRY_DELAY,
+    open_tcp_listeners, serve_listeners, serve_tcp, AbandonOnDrain, GracefulShutdown, IdleWaiter, LocalAddr, Server,
+    ShutdownReport, ACCEPT_RETRY_DELAY,
 };
 pub use net::tcp::{TcpListener, TcpReceiveHalf, TcpSendHalf, TcpStream, ACCEPT_BATCH};
 pub use net::udp::UdpSocket;

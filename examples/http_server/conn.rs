@@ -6,7 +6,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use trioxide::{move_on_after, CancelScope, GracefulShutdown, TcpStream};
+use trioxide::{move_on_after, CancelScope, GracefulShutdown, IdleWaiter, TcpStream};
 
 use crate::proto::{parse_request, write_error, write_response, Parse};
 /// First read buffer per connection; it grows (up to a head and a body at
@@ -42,7 +42,10 @@ pub async fn serve_connection_with(stream: TcpStream, config: Rc<Config>, shutdo
     // Reserved, not zeroed: `receive_into` fills spare capacity, so an idle
     // connection's buffer pages are never touched.
     let mut buf = Vec::with_capacity(INITIAL_BUF);
-    let outcome = scope.run(connection_loop(&stream, &config, &scope, shutdown.as_ref(), &mut buf)).await;
+    // One registration for the connection's life: each idle wait then
+    // costs a flag, not a registration.
+    let idle = shutdown.as_ref().map(GracefulShutdown::idle_waiter);
+    let outcome = scope.run(connection_loop(&stream, &config, &scope, idle.as_ref(), &mut buf)).await;
     if let Ok(None) = outcome {
         // The deadline fired. Mid-request, tell the client why.
         if !buf.is_empty() {
@@ -57,7 +60,7 @@ async fn connection_loop(
     stream: &TcpStream,
     config: &Config,
     scope: &CancelScope,
-    shutdown: Option<&GracefulShutdown>,
+    shutdown: Option<&IdleWaiter>,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(config.body.len() + 256);
@@ -70,7 +73,7 @@ async fn connection_loop(
         loop {
             match parse_request(&buf[start..]) {
                 Parse::Request(mut req) => {
-                    if shutdown.is_some_and(GracefulShutdown::is_draining) {
+                    if shutdown.is_some_and(IdleWaiter::is_draining) {
                         // Tell the client this answer is the last one.
                         req.keep_alive = false;
                     }
@@ -100,7 +103,7 @@ async fn connection_loop(
         if close {
             return Ok(());
         }
-        if buf.is_empty() && shutdown.is_some_and(GracefulShutdown::is_draining) {
+        if buf.is_empty() && shutdown.is_some_and(IdleWaiter::is_draining) {
             return Ok(()); // shutting down, and no request started
         }
         if buf.is_empty() {
