@@ -1026,3 +1026,235 @@ fn test_memory_stream_one_way_pair() {
         })
         .unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// 6. Locks built from channels keep FIFO order (Trio's
+//    _tests/test_sync.py::test_generic_lock_fifo_fairness, every factory)
+
+/// Trio's lock-like objects: `acquire` waits (a checkpoint), `release`
+/// never does.
+trait LockLike: 'static {
+    async fn acquire(&self) -> Result<(), BoxError>;
+    fn release(&self);
+}
+
+/// Trio's `ChannelLock1(capacity)`: the buffer holds one value per holder,
+/// pre-filled so that exactly one slot is free; acquiring is sending into
+/// it, releasing is taking one value out.
+struct ChannelLock1 {
+    tx: trioxide::channel::MemorySendChannel<()>,
+    rx: trioxide::channel::MemoryReceiveChannel<()>,
+}
+
+impl ChannelLock1 {
+    fn new(capacity: usize) -> ChannelLock1 {
+        let (tx, rx) = open_memory_channel(capacity);
+        for _ in 0..capacity - 1 {
+            tx.try_send(()).expect("the buffer has room for capacity - 1 values");
+        }
+        ChannelLock1 { tx, rx }
+    }
+}
+
+impl LockLike for ChannelLock1 {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        Ok(self.tx.send(()).await?)
+    }
+    fn release(&self) {
+        self.rx.try_receive().expect("the holder's value is in the buffer");
+    }
+}
+
+/// Trio's `ChannelLock2`: a buffer of 10 holding the one token; acquiring
+/// is receiving it, releasing is sending it back.
+struct ChannelLock2 {
+    tx: trioxide::channel::MemorySendChannel<()>,
+    rx: trioxide::channel::MemoryReceiveChannel<()>,
+}
+
+impl ChannelLock2 {
+    fn new() -> ChannelLock2 {
+        let (tx, rx) = open_memory_channel(10);
+        tx.try_send(()).expect("an empty buffer of 10 has room");
+        ChannelLock2 { tx, rx }
+    }
+}
+
+impl LockLike for ChannelLock2 {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        Ok(self.rx.receive().await?)
+    }
+    fn release(&self) {
+        self.tx.try_send(()).expect("the buffer has room for the token");
+    }
+}
+
+/// Trio's `ChannelLock3`: a rendezvous channel. The first acquirer takes
+/// the lock with a plain checkpoint; later ones send and wait until the
+/// holder's release receives from them (the hand-over).
+struct ChannelLock3 {
+    tx: trioxide::channel::MemorySendChannel<()>,
+    rx: trioxide::channel::MemoryReceiveChannel<()>,
+    acquired: Cell<bool>,
+}
+
+impl ChannelLock3 {
+    fn new() -> ChannelLock3 {
+        let (tx, rx) = open_memory_channel(0);
+        ChannelLock3 { tx, rx, acquired: Cell::new(false) }
+    }
+}
+
+impl LockLike for ChannelLock3 {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        if self.acquired.get() {
+            self.tx.send(()).await?;
+        } else {
+            self.acquired.set(true);
+            checkpoint().await?;
+        }
+        Ok(())
+    }
+    fn release(&self) {
+        if self.rx.try_receive().is_err() {
+            assert!(self.acquired.get());
+            self.acquired.set(false);
+        }
+    }
+}
+
+impl LockLike for trioxide::Lock {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        trioxide::Lock::acquire(self).await?.leak();
+        Ok(())
+    }
+    fn release(&self) {
+        trioxide::Lock::release(self).expect("the releasing task owns the lock");
+    }
+}
+
+impl LockLike for trioxide::Semaphore {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        trioxide::Semaphore::acquire(self).await?.forget();
+        Ok(())
+    }
+    fn release(&self) {
+        trioxide::Semaphore::release(self).expect("a semaphore of 1 has room for the unit");
+    }
+}
+
+impl LockLike for CapacityLimiter {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        CapacityLimiter::acquire(self).await?.forget();
+        Ok(())
+    }
+    fn release(&self) {
+        self.release_on_behalf_of(Borrower::current_task()).expect("the releasing task holds a token");
+    }
+}
+
+/// Trio's `LOOPS`: each task takes the lock this many times.
+const FAIRNESS_LOOPS: usize = 5;
+
+/// Trio's test_generic_lock_fifo_fairness for one lock and one seed: three
+/// tasks, each acquiring and releasing `FAIRNESS_LOOPS` times with no other
+/// checkpoint. Returns (the order the tasks first ran in, the record of
+/// acquisitions).
+fn lock_fifo_record<L: LockLike>(seed: u64, lock: L) -> (Vec<u32>, Vec<u32>) {
+    let lock = Rc::new(lock);
+    let initial: Rc<RefCell<Vec<u32>>> = Rc::default();
+    let record: Rc<RefCell<Vec<u32>>> = Rc::default();
+    let (i, r) = (initial.clone(), record.clone());
+    Builder::new()
+        .seed(seed)
+        .run(open_nursery(move |n| async move {
+            for name in [1, 2, 3] {
+                let (lock, initial, record) = (lock.clone(), i.clone(), r.clone());
+                n.start_soon(async move {
+                    initial.borrow_mut().push(name);
+                    for _ in 0..FAIRNESS_LOOPS {
+                        lock.acquire().await?;
+                        record.borrow_mut().push(name);
+                        lock.release();
+                    }
+                    Ok::<_, BoxError>(())
+                })?;
+            }
+            Ok::<_, BoxError>(())
+        }))
+        .expect("no task fails")
+        .expect("nothing is cancelled");
+    let initial = initial.borrow().clone();
+    let record = record.borrow().clone();
+    (initial, record)
+}
+
+/// The assertion of Trio's test: after the first round, whose order the
+/// scheduler picks, every round repeats the order the tasks first ran in.
+fn assert_fifo_fair<L: LockLike>(what: &str, make: impl Fn() -> L) {
+    for seed in 1..=8 {
+        let (initial, record) = lock_fifo_record(seed, make());
+        assert_eq!(record.len(), 3 * FAIRNESS_LOOPS, "{what}, seed {seed}");
+        for (round, chunk) in record.chunks(3).enumerate() {
+            assert_eq!(chunk, &initial[..], "{what}, seed {seed}, round {round}: {record:?}");
+        }
+    }
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_ChannelLock1_10() {
+    assert_fifo_fair("ChannelLock1(10)", || ChannelLock1::new(10));
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_ChannelLock1_1() {
+    assert_fifo_fair("ChannelLock1(1)", || ChannelLock1::new(1));
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_ChannelLock2() {
+    assert_fifo_fair("ChannelLock2", ChannelLock2::new);
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_ChannelLock3() {
+    assert_fifo_fair("ChannelLock3", ChannelLock3::new);
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_Lock() {
+    assert_fifo_fair("Lock", trioxide::Lock::new);
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_Semaphore() {
+    assert_fifo_fair("Semaphore(1)", || trioxide::Semaphore::new(1));
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_CapacityLimiter() {
+    assert_fifo_fair("CapacityLimiter(1)", || CapacityLimiter::new(1));
+}
+
+/// Issue 11's regression: with one seed, a lock built on a channel and
+/// `Lock` give the very same record (before the fix, `ChannelLock1(1)`
+/// gave `[1, 1, 1, 1, 1, 2, 2, ...]`: the channel budget let the releasing
+/// task take the lock back at once).
+#[test]
+fn test_generic_lock_fifo_fairness_channel_lock_orders_like_Lock() {
+    for seed in 1..=8 {
+        let (_, lock) = lock_fifo_record(seed, trioxide::Lock::new());
+        for (what, (_, channel)) in [
+            ("ChannelLock1(1)", lock_fifo_record(seed, ChannelLock1::new(1))),
+            ("ChannelLock1(10)", lock_fifo_record(seed, ChannelLock1::new(10))),
+            ("ChannelLock2", lock_fifo_record(seed, ChannelLock2::new())),
+            ("ChannelLock3", lock_fifo_record(seed, ChannelLock3::new())),
+        ] {
+            assert_eq!(channel, lock, "{what} against Lock, seed {seed}");
+        }
+    }
+    // The exact records: seed 1 runs the first pass forwards, seed 2 in
+    // reverse (the issue's `[3, 2, 1]`); either way the order then holds.
+    assert_eq!(lock_fifo_record(1, ChannelLock1::new(1)).1, [1, 2, 3].repeat(FAIRNESS_LOOPS));
+    assert_eq!(lock_fifo_record(2, ChannelLock1::new(1)).1, [3, 2, 1].repeat(FAIRNESS_LOOPS));
+}
