@@ -5,7 +5,8 @@
 //! Conventions: exact values and exact event sequences; scheduling is
 //! pinned with `Builder::seed` (several seeds where the order of a pass
 //! could matter); anything that waits for time uses a `MockClock` with
-//! autojump, so no test sleeps for real.
+//! autojump, so no test sleeps for real, except where Trio's rule is about
+//! real time: `wait_all_tasks_blocked`'s cushion (tens of milliseconds).
 
 #![allow(non_snake_case)] // test names follow Trio's (test_CapacityLimiter, test_Sequencer)
 
@@ -1257,4 +1258,301 @@ fn test_generic_lock_fifo_fairness_channel_lock_orders_like_Lock() {
     // reverse (the issue's `[3, 2, 1]`); either way the order then holds.
     assert_eq!(lock_fifo_record(1, ChannelLock1::new(1)).1, [1, 2, 3].repeat(FAIRNESS_LOOPS));
     assert_eq!(lock_fifo_record(2, ChannelLock1::new(1)).1, [3, 2, 1].repeat(FAIRNESS_LOOPS));
+}
+
+// ---------------------------------------------------------------------------
+// 7. wait_all_tasks_blocked with a cushion, and with MockClock's autojump
+//    (Trio's _tests/test_testing.py and _core/_tests/test_mock_clock.py)
+
+/// Virtual seconds, with millisecond precision.
+fn vsecs() -> f64 {
+    (current_time().as_nanos() / 1_000_000) as f64 / 1000.0
+}
+
+/// test_wait_all_tasks_blocked: both waiters wake only after the busy bee
+/// (ten checkpoints) is done; a waiter in a cancelled nursery gets
+/// Cancelled.
+#[test]
+fn test_wait_all_tasks_blocked() {
+    for seed in 1..=4 {
+        let log = Log::default();
+        let l = log.clone();
+        Builder::new()
+            .seed(seed)
+            .run(open_nursery(move |n| async move {
+                let bee = l.clone();
+                n.start_soon(async move {
+                    for _ in 0..10 {
+                        checkpoint().await?;
+                    }
+                    bee.push("busy bee exhausted");
+                    Ok::<_, BoxError>(())
+                })?;
+                for _ in 0..2 {
+                    let w = l.clone();
+                    n.start_soon(async move {
+                        wait_all_tasks_blocked().await?;
+                        w.push("quiet at last!");
+                        Ok::<_, BoxError>(())
+                    })?;
+                }
+                Ok::<_, BoxError>(())
+            }))
+            .unwrap();
+        assert_eq!(log.get(), strings(&["busy bee exhausted", "quiet at last!", "quiet at last!"]), "seed {seed}");
+    }
+    // Cancellation.
+    let out = Builder::new().seed(1).run(open_nursery(|n| async move {
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        let inner = open_nursery(move |inner| async move {
+            inner.start_soon(async move {
+                *g.borrow_mut() = Some(wait_all_tasks_blocked().await);
+                Ok::<_, BoxError>(())
+            })?;
+            inner.cancel_scope().cancel();
+            Ok::<_, BoxError>(())
+        })
+        .await;
+        assert!(matches!(inner, Ok(None) | Ok(Some(()))), "{inner:?}");
+        let _ = n;
+        let got = got.borrow_mut().take();
+        Ok::<_, BoxError>(got)
+    }));
+    assert_eq!(out.unwrap(), Some(Some(Err(Cancelled))));
+}
+
+/// test_wait_all_tasks_blocked_with_timeouts: a sleeping task counts as
+/// blocked; after a manual jump past its deadline, the next idle moment
+/// comes after it has finished.
+#[test]
+fn test_wait_all_tasks_blocked_with_timeouts() {
+    let clock = MockClock::new();
+    let c = clock.clone();
+    let log = Log::default();
+    let l = log.clone();
+    Builder::new()
+        .seed(1)
+        .clock(clock)
+        .run(open_nursery(move |n| async move {
+            let t = l.clone();
+            n.start_soon(async move {
+                t.push("tt start");
+                sleep(Duration::from_secs(5)).await?;
+                t.push("tt finished");
+                Ok::<_, BoxError>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+            assert_eq!(l.get(), strings(&["tt start"]));
+            c.jump(Duration::from_secs(10));
+            wait_all_tasks_blocked().await?;
+            assert_eq!(l.get(), strings(&["tt start", "tt finished"]));
+            assert_eq!(secs(), 10);
+            Ok::<_, BoxError>(())
+        }))
+        .unwrap();
+}
+
+/// test_wait_all_tasks_blocked_with_cushion: `blink` is blocked three
+/// times for 10 ms; the waiter without cushion wakes at its first idle
+/// moment, those of 20 ms and 30 ms only after blink has ended (each
+/// needs that long blocked in a row), the smaller cushion first and both
+/// waiters of 20 ms together. Real time (the cushion is real time), so
+/// the run takes about 60 ms.
+#[test]
+fn test_wait_all_tasks_blocked_with_cushion() {
+    for seed in 1..=3 {
+        let log = Log::default();
+        let l = log.clone();
+        let started = std::time::Instant::now();
+        Builder::new()
+            .seed(seed)
+            .run(open_nursery(move |n| async move {
+                let b = l.clone();
+                n.start_soon(async move {
+                    b.push("blink start");
+                    for _ in 0..3 {
+                        sleep(Duration::from_millis(10)).await?;
+                    }
+                    b.push("blink end");
+                    Ok::<_, BoxError>(())
+                })?;
+                for (cushion, name) in [
+                    (0, "wait_no_cushion end"),
+                    (20, "wait_small_cushion end"),
+                    (20, "wait_small_cushion end"),
+                    (30, "wait_big_cushion end"),
+                ] {
+                    let w = l.clone();
+                    n.start_soon(async move {
+                        wait_all_tasks_blocked().cushion(Duration::from_millis(cushion)).await?;
+                        w.push(name);
+                        Ok::<_, BoxError>(())
+                    })?;
+                }
+                Ok::<_, BoxError>(())
+            }))
+            .unwrap();
+        assert_eq!(
+            log.get(),
+            strings(&[
+                "blink start",
+                "wait_no_cushion end",
+                "blink end",
+                "wait_small_cushion end",
+                "wait_small_cushion end",
+                "wait_big_cushion end",
+            ]),
+            "seed {seed}"
+        );
+        // 30 ms of blinking, then 20 ms and 30 ms of cushion in a row.
+        assert!(started.elapsed() >= Duration::from_millis(80), "{:?}", started.elapsed());
+    }
+}
+
+/// The tiebreak: waiters of one cushion wake together, at one idle moment,
+/// in one pass (so the pass's order, forwards or reversed, decides who
+/// runs first: across seeds both orders appear); a waiter with a larger
+/// cushion that arrived first still wakes after them.
+#[test]
+fn test_wait_all_tasks_blocked_tiebreak_same_cushion_wakes_together() {
+    let mut orders = std::collections::BTreeSet::new();
+    for seed in 1..=8 {
+        let log = Log::default();
+        let l = log.clone();
+        Builder::new()
+            .seed(seed)
+            .run(open_nursery(move |n| async move {
+                let d = l.clone();
+                n.start_soon(async move {
+                    wait_all_tasks_blocked().cushion(Duration::from_millis(5)).await?;
+                    d.push("D");
+                    Ok::<_, BoxError>(())
+                })?;
+                // D is waiting before A, B and C arrive.
+                wait_all_tasks_blocked().await?;
+                for name in ["A", "B", "C"] {
+                    let w = l.clone();
+                    n.start_soon(async move {
+                        wait_all_tasks_blocked().await?;
+                        w.push(name);
+                        Ok::<_, BoxError>(())
+                    })?;
+                }
+                Ok::<_, BoxError>(())
+            }))
+            .unwrap();
+        let got = log.get();
+        assert_eq!(got.len(), 4, "seed {seed}: {got:?}");
+        assert_eq!(got[3], "D", "seed {seed}: {got:?}");
+        orders.insert(got[..3].join(""));
+    }
+    // One idle moment woke all three, and the pass ran them in order or
+    // reversed: one idle moment each would always give "ABC".
+    assert_eq!(orders.into_iter().collect::<Vec<_>>(), ["ABC", "CBA"]);
+}
+
+/// test_mock_clock_autojump_0_and_wait_all_tasks_blocked_0: with autojump
+/// threshold 0, the waiter wakes first, without time moving; then the
+/// clock jumps to each deadline in turn.
+#[test]
+fn test_mock_clock_autojump_0_and_wait_all_tasks_blocked_0() {
+    for seed in 1..=4 {
+        let log = Log::default();
+        let l = log.clone();
+        Builder::new()
+            .seed(seed)
+            .clock(autojump_clock())
+            .run(open_nursery(move |n| async move {
+                let s = l.clone();
+                n.start_soon(async move {
+                    sleep(Duration::from_secs(100)).await?;
+                    s.push(format!("yawn at {}", vsecs()));
+                    Ok::<_, BoxError>(())
+                })?;
+                let w = l.clone();
+                n.start_soon(async move {
+                    wait_all_tasks_blocked().await?;
+                    w.push(format!("waiter woke at {}", vsecs()));
+                    sleep(Duration::from_secs(1000)).await?;
+                    w.push(format!("waiter done at {}", vsecs()));
+                    Ok::<_, BoxError>(())
+                })?;
+                Ok::<_, BoxError>(())
+            }))
+            .unwrap();
+        assert_eq!(log.get(), strings(&["waiter woke at 0", "yawn at 100", "waiter done at 1000"]), "seed {seed}");
+    }
+}
+
+/// test_mock_clock_autojump_0_and_wait_all_tasks_blocked_nonzero: with
+/// autojump threshold 0 and a waiter of nonzero cushion, the waiter still
+/// wakes (after its cushion of real time, virtual time still 0) before
+/// the clock jumps to the sleeper's deadline. Trio's cushion is 1 s; 50 ms
+/// here, the same rule.
+#[test]
+fn test_mock_clock_autojump_0_and_wait_all_tasks_blocked_nonzero() {
+    for seed in 1..=2 {
+        let log = Log::default();
+        let l = log.clone();
+        let started = std::time::Instant::now();
+        Builder::new()
+            .seed(seed)
+            .clock(autojump_clock())
+            .run(open_nursery(move |n| async move {
+                let s = l.clone();
+                n.start_soon(async move {
+                    sleep(Duration::from_secs(100)).await?;
+                    s.push(format!("yawn at {}", vsecs()));
+                    Ok::<_, BoxError>(())
+                })?;
+                let w = l.clone();
+                n.start_soon(async move {
+                    wait_all_tasks_blocked().cushion(Duration::from_millis(50)).await?;
+                    w.push(format!("waiter done at {}", vsecs()));
+                    Ok::<_, BoxError>(())
+                })?;
+                Ok::<_, BoxError>(())
+            }))
+            .unwrap();
+        assert_eq!(log.get(), strings(&["waiter done at 0", "yawn at 100"]), "seed {seed}");
+        assert!(started.elapsed() >= Duration::from_millis(50), "{:?}", started.elapsed());
+    }
+}
+
+/// test_mock_clock_autojump, its wait_all_tasks_blocked part: with a
+/// threshold of 20 ms, waiters with no cushion and with a 10 ms cushion
+/// wake before the clock could jump (time stays put); a threshold changed
+/// while the run is idle takes effect at once (10000 s, then 0: the long
+/// sleep after it jumps at once).
+#[test]
+fn test_mock_clock_autojump() {
+    let clock = MockClock::new();
+    let c = clock.clone();
+    let started = std::time::Instant::now();
+    Builder::new()
+        .seed(1)
+        .clock(clock)
+        .run(async move {
+            c.set_autojump_threshold(Some(Duration::ZERO));
+            for i in 0..10u64 {
+                let t = current_time();
+                sleep(Duration::from_secs(10 * i)).await?;
+                assert_eq!(current_time(), t + Duration::from_secs(10 * i));
+            }
+            assert_eq!(secs(), 450);
+            c.set_autojump_threshold(Some(Duration::from_millis(20)));
+            wait_all_tasks_blocked().await?;
+            assert_eq!(secs(), 450);
+            wait_all_tasks_blocked().cushion(Duration::from_millis(10)).await?;
+            assert_eq!(secs(), 450);
+            c.set_autojump_threshold(Some(Duration::from_secs(10_000)));
+            wait_all_tasks_blocked().await?;
+            c.set_autojump_threshold(Some(Duration::ZERO));
+            sleep(Duration::from_secs(100_000)).await?;
+            assert_eq!(secs(), 100_450);
+            Ok::<_, BoxError>(())
+        })
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
