@@ -20,9 +20,9 @@ use trioxide::testing::{
     memory_stream_one_way_pair, memory_stream_pump, MemoryReceiveStream, MemorySendStream, Sequencer, SequencerError,
 };
 use trioxide::{
-    checkpoint, current_task, current_time, io_error_kind, open_memory_channel, open_nursery, sleep, sleep_forever,
-    wait_all_tasks_blocked, BoxError, BrokenResource, Builder, CancelScope, Cancelled, IoErrorKind, MockClock,
-    StartError, TaskId, TaskStatus,
+    checkpoint, current_statistics, current_task, current_time, io_error_kind, open_memory_channel, open_nursery,
+    sleep, sleep_forever, wait_all_tasks_blocked, BoxError, BrokenResource, Builder, CancelScope, Cancelled,
+    IoErrorKind, MockClock, StartError, TaskId, TaskStatus,
 };
 
 // ---------------------------------------------------------------------------
@@ -1555,4 +1555,97 @@ fn test_mock_clock_autojump() {
         })
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------
+// 8. current_statistics (Trio's _core/_tests/test_run.py::
+//    test_current_statistics)
+
+/// test_current_statistics: the main task alone, then with a child
+/// blocked forever and two jobs queued with `run_sync_soon`; cancelling
+/// the nursery makes the child runnable; a scope's deadline shows as the
+/// time to the next deadline. trioxide has no system tasks, so Trio's
+/// "2 system tasks + us" is 1 here; and a scope arms its deadline when its
+/// body first blocks, so the test lets it block once before looking.
+#[test]
+fn test_current_statistics() {
+    Builder::new()
+        .seed(1)
+        .clock(MockClock::new())
+        .run(async {
+            wait_all_tasks_blocked().await?;
+            let stats = current_statistics();
+            assert_eq!(stats.tasks_living, 1);
+            assert_eq!(stats.run_sync_soon_queue_size, 0);
+            assert_eq!(stats.timers, 0);
+            assert_eq!((stats.next_deadline, stats.time_to_next_deadline), (None, None));
+            assert_eq!(stats.io_statistics.backend, "epoll");
+
+            open_nursery(|n| async move {
+                n.start_soon(async {
+                    let _ = sleep_forever().await;
+                    Ok::<_, BoxError>(())
+                })?;
+                wait_all_tasks_blocked().await?;
+                let token = trioxide::from_thread::current_handle();
+                token.run_sync_soon(|| ())?;
+                token.run_sync_soon(|| ())?;
+                let stats = current_statistics();
+                assert_eq!(stats.tasks_living, 2);
+                assert_eq!(stats.tasks_runnable, 0);
+                assert_eq!(stats.run_sync_soon_queue_size, 2);
+
+                n.cancel_scope().cancel();
+                assert_eq!(current_statistics().tasks_runnable, 1);
+                Ok::<_, BoxError>(())
+            })
+            .await?;
+            // The jobs ran between passes; the child is gone.
+            checkpoint().await?;
+            let stats = current_statistics();
+            assert_eq!((stats.tasks_living, stats.run_sync_soon_queue_size), (1, 0));
+
+            let scope = CancelScope::with_deadline(current_time() + Duration::from_secs(5));
+            scope
+                .run(async {
+                    checkpoint().await?;
+                    let stats = current_statistics();
+                    assert_eq!(stats.timers, 1);
+                    assert_eq!(stats.time_to_next_deadline, Some(Duration::from_secs(5)));
+                    assert_eq!(stats.next_deadline, Some(trioxide::Instant::ZERO + Duration::from_secs(5)));
+                    Ok::<_, Cancelled>(())
+                })
+                .await?;
+            let stats = current_statistics();
+            assert_eq!((stats.timers, stats.time_to_next_deadline), (0, None));
+            Ok::<_, BoxError>(())
+        })
+        .unwrap();
+}
+
+/// The I/O part: a task blocked receiving on a socket counts as waiting to
+/// read, and stops counting once data arrives.
+#[test]
+fn test_current_statistics_io_waits() {
+    Builder::new()
+        .seed(1)
+        .run(open_nursery(|n| async move {
+            let (a, b) = trioxide::UnixStream::pair()?;
+            n.start_soon(async move {
+                let mut buf = [0u8; 8];
+                let got = b.receive_some(&mut buf).await?;
+                assert_eq!(&buf[..got], b"hi");
+                Ok::<_, BoxError>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+            let io = current_statistics().io_statistics;
+            assert_eq!((io.tasks_waiting_read, io.tasks_waiting_write), (1, 0));
+            a.send_all(b"hi").await?;
+            wait_all_tasks_blocked().await?;
+            let io = current_statistics().io_statistics;
+            assert_eq!((io.tasks_waiting_read, io.tasks_waiting_write), (0, 0));
+            assert_eq!(current_statistics().tasks_living, 1);
+            Ok::<_, BoxError>(())
+        }))
+        .unwrap();
 }
