@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-100000}
 cargo build --quiet --profile bench -p trioxide-bench --example bench_sync_driver
-bin=target/release/examples/bench_sync_driver
+bin=${CARGO_TARGET_DIR:-target}/release/examples/bench_sync_driver
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

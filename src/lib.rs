@@ -39,6 +39,7 @@ pub use kernel::io::driver::{io_stats, IoStats};
 pub use kernel::io::raw_fd::{notify_closing, wait_readable, wait_writable};
 pub use kernel::rng::SEED_ENV;
 pub use kernel::run::{run, Builder, RunReport};
+pub use kernel::statistics::{current_statistics, IoStatistics, RunStatistics};
 pub use kernel::task::TaskId;
 pub use net::connect::{happy_eyeballs, open_tcp_stream, HAPPY_EYEBALLS_DELAY};
 pub use net::serve::{

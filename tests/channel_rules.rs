@@ -496,6 +496,56 @@ fn y6_receive_dropped_during_its_schedule_point_puts_the_value_back() {
     .unwrap();
 }
 
+/// Trio's test_generic_lock_fifo_fairness on channel-built locks rests on
+/// this: a send that fills the buffer, or a receive that empties it, took
+/// the channel's last unit (a lock's acquisition) and yields to a runnable
+/// task at once, whatever the budget; with room left the budget applies,
+/// and a hand-over to a blocked task never counts.
+#[test]
+fn y2_operation_taking_the_channels_last_unit_yields_to_runnable_tasks() {
+    run_nursery(1, |n| async move {
+        // Room left after the send: no yield (the budget applies).
+        let (tx, rx) = open_memory_channel::<u32>(3);
+        tx.try_send(1)?;
+        n.start_soon(async {})?;
+        let mut f = tx.send(2);
+        assert!(poll_once(&mut f).await.is_ready());
+        drop(f);
+        // The send that fills the buffer yields, the value already sent,
+        // though the budget has room.
+        let mut f = tx.send(3);
+        assert!(poll_once(&mut f).await.is_pending());
+        assert_eq!(tx.statistics().current_buffer_used, 3);
+        assert!(f.await.is_ok());
+        drop((tx, rx));
+        // The receive that empties the buffer yields too, with the value
+        // in hand.
+        let (tx1, rx1) = open_memory_channel::<u32>(2);
+        tx1.try_send(7)?;
+        tx1.try_send(8)?;
+        n.start_soon(async {})?;
+        assert_eq!(poll_once(&mut rx1.receive()).await, Poll::Ready(Ok(7)));
+        let mut r = rx1.receive();
+        assert!(poll_once(&mut r).await.is_pending());
+        assert_eq!(tx1.statistics().current_buffer_used, 0);
+        assert_eq!(r.await?, 8);
+        // A hand-over to a blocked receiver is no acquisition, even on a
+        // rendezvous channel: no yield.
+        let (tx0, rx0) = open_memory_channel::<u32>(0);
+        let rx0 = Rc::new(rx0);
+        let r0 = rx0.clone();
+        n.start_soon(async move {
+            r0.receive().await?;
+            Ok::<_, BoxError>(())
+        })?;
+        wait_all_tasks_blocked().await?;
+        n.start_soon(async {})?;
+        assert!(poll_once(&mut tx0.send(1)).await.is_ready());
+        Ok(())
+    })
+    .unwrap();
+}
+
 #[test]
 fn y6_value_handed_over_survives_the_close_of_its_receive_handle() {
     for seed in SEEDS {

@@ -5,7 +5,8 @@
 //! Conventions: exact values and exact event sequences; scheduling is
 //! pinned with `Builder::seed` (several seeds where the order of a pass
 //! could matter); anything that waits for time uses a `MockClock` with
-//! autojump, so no test sleeps for real.
+//! autojump, so no test sleeps for real, except where Trio's rule is about
+//! real time: `wait_all_tasks_blocked`'s cushion (tens of milliseconds).
 
 #![allow(non_snake_case)] // test names follow Trio's (test_CapacityLimiter, test_Sequencer)
 
@@ -19,9 +20,9 @@ use trioxide::testing::{
     memory_stream_one_way_pair, memory_stream_pump, MemoryReceiveStream, MemorySendStream, Sequencer, SequencerError,
 };
 use trioxide::{
-    checkpoint, current_task, current_time, io_error_kind, open_memory_channel, open_nursery, sleep, sleep_forever,
-    wait_all_tasks_blocked, BoxError, BrokenResource, Builder, CancelScope, Cancelled, IoErrorKind, MockClock,
-    StartError, TaskId, TaskStatus,
+    checkpoint, current_statistics, current_task, current_time, io_error_kind, open_memory_channel, open_nursery,
+    sleep, sleep_forever, wait_all_tasks_blocked, BoxError, BrokenResource, Builder, CancelScope, Cancelled,
+    IoErrorKind, MockClock, StartError, TaskId, TaskStatus,
 };
 
 // ---------------------------------------------------------------------------
@@ -1024,5 +1025,627 @@ fn test_memory_stream_one_way_pair() {
             assert_eq!(rx.receive_some(&mut buf).await?, 0);
             Ok::<_, BoxError>(())
         })
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 6. Locks built from channels keep FIFO order (Trio's
+//    _tests/test_sync.py::test_generic_lock_fifo_fairness, every factory)
+
+/// Trio's lock-like objects: `acquire` waits (a checkpoint), `release`
+/// never does.
+trait LockLike: 'static {
+    async fn acquire(&self) -> Result<(), BoxError>;
+    fn release(&self);
+}
+
+/// Trio's `ChannelLock1(capacity)`: the buffer holds one value per holder,
+/// pre-filled so that exactly one slot is free; acquiring is sending into
+/// it, releasing is taking one value out.
+struct ChannelLock1 {
+    tx: trioxide::channel::MemorySendChannel<()>,
+    rx: trioxide::channel::MemoryReceiveChannel<()>,
+}
+
+impl ChannelLock1 {
+    fn new(capacity: usize) -> ChannelLock1 {
+        let (tx, rx) = open_memory_channel(capacity);
+        for _ in 0..capacity - 1 {
+            tx.try_send(()).expect("the buffer has room for capacity - 1 values");
+        }
+        ChannelLock1 { tx, rx }
+    }
+}
+
+impl LockLike for ChannelLock1 {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        Ok(self.tx.send(()).await?)
+    }
+    fn release(&self) {
+        self.rx.try_receive().expect("the holder's value is in the buffer");
+    }
+}
+
+/// Trio's `ChannelLock2`: a buffer of 10 holding the one token; acquiring
+/// is receiving it, releasing is sending it back.
+struct ChannelLock2 {
+    tx: trioxide::channel::MemorySendChannel<()>,
+    rx: trioxide::channel::MemoryReceiveChannel<()>,
+}
+
+impl ChannelLock2 {
+    fn new() -> ChannelLock2 {
+        let (tx, rx) = open_memory_channel(10);
+        tx.try_send(()).expect("an empty buffer of 10 has room");
+        ChannelLock2 { tx, rx }
+    }
+}
+
+impl LockLike for ChannelLock2 {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        Ok(self.rx.receive().await?)
+    }
+    fn release(&self) {
+        self.tx.try_send(()).expect("the buffer has room for the token");
+    }
+}
+
+/// Trio's `ChannelLock3`: a rendezvous channel. The first acquirer takes
+/// the lock with a plain checkpoint; later ones send and wait until the
+/// holder's release receives from them (the hand-over).
+struct ChannelLock3 {
+    tx: trioxide::channel::MemorySendChannel<()>,
+    rx: trioxide::channel::MemoryReceiveChannel<()>,
+    acquired: Cell<bool>,
+}
+
+impl ChannelLock3 {
+    fn new() -> ChannelLock3 {
+        let (tx, rx) = open_memory_channel(0);
+        ChannelLock3 { tx, rx, acquired: Cell::new(false) }
+    }
+}
+
+impl LockLike for ChannelLock3 {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        if self.acquired.get() {
+            self.tx.send(()).await?;
+        } else {
+            self.acquired.set(true);
+            checkpoint().await?;
+        }
+        Ok(())
+    }
+    fn release(&self) {
+        if self.rx.try_receive().is_err() {
+            assert!(self.acquired.get());
+            self.acquired.set(false);
+        }
+    }
+}
+
+impl LockLike for trioxide::Lock {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        trioxide::Lock::acquire(self).await?.leak();
+        Ok(())
+    }
+    fn release(&self) {
+        trioxide::Lock::release(self).expect("the releasing task owns the lock");
+    }
+}
+
+impl LockLike for trioxide::Semaphore {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        trioxide::Semaphore::acquire(self).await?.forget();
+        Ok(())
+    }
+    fn release(&self) {
+        trioxide::Semaphore::release(self).expect("a semaphore of 1 has room for the unit");
+    }
+}
+
+impl LockLike for CapacityLimiter {
+    async fn acquire(&self) -> Result<(), BoxError> {
+        CapacityLimiter::acquire(self).await?.forget();
+        Ok(())
+    }
+    fn release(&self) {
+        self.release_on_behalf_of(Borrower::current_task()).expect("the releasing task holds a token");
+    }
+}
+
+/// Trio's `LOOPS`: each task takes the lock this many times.
+const FAIRNESS_LOOPS: usize = 5;
+
+/// Trio's test_generic_lock_fifo_fairness for one lock and one seed: three
+/// tasks, each acquiring and releasing `FAIRNESS_LOOPS` times with no other
+/// checkpoint. Returns (the order the tasks first ran in, the record of
+/// acquisitions).
+fn lock_fifo_record<L: LockLike>(seed: u64, lock: L) -> (Vec<u32>, Vec<u32>) {
+    let lock = Rc::new(lock);
+    let initial: Rc<RefCell<Vec<u32>>> = Rc::default();
+    let record: Rc<RefCell<Vec<u32>>> = Rc::default();
+    let (i, r) = (initial.clone(), record.clone());
+    Builder::new()
+        .seed(seed)
+        .run(open_nursery(move |n| async move {
+            for name in [1, 2, 3] {
+                let (lock, initial, record) = (lock.clone(), i.clone(), r.clone());
+                n.start_soon(async move {
+                    initial.borrow_mut().push(name);
+                    for _ in 0..FAIRNESS_LOOPS {
+                        lock.acquire().await?;
+                        record.borrow_mut().push(name);
+                        lock.release();
+                    }
+                    Ok::<_, BoxError>(())
+                })?;
+            }
+            Ok::<_, BoxError>(())
+        }))
+        .expect("no task fails")
+        .expect("nothing is cancelled");
+    let initial = initial.borrow().clone();
+    let record = record.borrow().clone();
+    (initial, record)
+}
+
+/// The assertion of Trio's test: after the first round, whose order the
+/// scheduler picks, every round repeats the order the tasks first ran in.
+fn assert_fifo_fair<L: LockLike>(what: &str, make: impl Fn() -> L) {
+    for seed in 1..=8 {
+        let (initial, record) = lock_fifo_record(seed, make());
+        assert_eq!(record.len(), 3 * FAIRNESS_LOOPS, "{what}, seed {seed}");
+        for (round, chunk) in record.chunks(3).enumerate() {
+            assert_eq!(chunk, &initial[..], "{what}, seed {seed}, round {round}: {record:?}");
+        }
+    }
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_ChannelLock1_10() {
+    assert_fifo_fair("ChannelLock1(10)", || ChannelLock1::new(10));
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_ChannelLock1_1() {
+    assert_fifo_fair("ChannelLock1(1)", || ChannelLock1::new(1));
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_ChannelLock2() {
+    assert_fifo_fair("ChannelLock2", ChannelLock2::new);
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_ChannelLock3() {
+    assert_fifo_fair("ChannelLock3", ChannelLock3::new);
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_Lock() {
+    assert_fifo_fair("Lock", trioxide::Lock::new);
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_Semaphore() {
+    assert_fifo_fair("Semaphore(1)", || trioxide::Semaphore::new(1));
+}
+
+#[test]
+fn test_generic_lock_fifo_fairness_CapacityLimiter() {
+    assert_fifo_fair("CapacityLimiter(1)", || CapacityLimiter::new(1));
+}
+
+/// Issue 11's regression: with one seed, a lock built on a channel and
+/// `Lock` give the very same record (before the fix, `ChannelLock1(1)`
+/// gave `[1, 1, 1, 1, 1, 2, 2, ...]`: the channel budget let the releasing
+/// task take the lock back at once).
+#[test]
+fn test_generic_lock_fifo_fairness_channel_lock_orders_like_Lock() {
+    for seed in 1..=8 {
+        let (_, lock) = lock_fifo_record(seed, trioxide::Lock::new());
+        for (what, (_, channel)) in [
+            ("ChannelLock1(1)", lock_fifo_record(seed, ChannelLock1::new(1))),
+            ("ChannelLock1(10)", lock_fifo_record(seed, ChannelLock1::new(10))),
+            ("ChannelLock2", lock_fifo_record(seed, ChannelLock2::new())),
+            ("ChannelLock3", lock_fifo_record(seed, ChannelLock3::new())),
+        ] {
+            assert_eq!(channel, lock, "{what} against Lock, seed {seed}");
+        }
+    }
+    // The exact records: seed 1 runs the first pass forwards, seed 2 in
+    // reverse (the issue's `[3, 2, 1]`); either way the order then holds.
+    assert_eq!(lock_fifo_record(1, ChannelLock1::new(1)).1, [1, 2, 3].repeat(FAIRNESS_LOOPS));
+    assert_eq!(lock_fifo_record(2, ChannelLock1::new(1)).1, [3, 2, 1].repeat(FAIRNESS_LOOPS));
+}
+
+// ---------------------------------------------------------------------------
+// 7. wait_all_tasks_blocked with a cushion, and with MockClock's autojump
+//    (Trio's _tests/test_testing.py and _core/_tests/test_mock_clock.py)
+
+/// Virtual seconds, with millisecond precision.
+fn vsecs() -> f64 {
+    (current_time().as_nanos() / 1_000_000) as f64 / 1000.0
+}
+
+/// test_wait_all_tasks_blocked: both waiters wake only after the busy bee
+/// (ten checkpoints) is done; a waiter in a cancelled nursery gets
+/// Cancelled.
+#[test]
+fn test_wait_all_tasks_blocked() {
+    for seed in 1..=4 {
+        let log = Log::default();
+        let l = log.clone();
+        Builder::new()
+            .seed(seed)
+            .run(open_nursery(move |n| async move {
+                let bee = l.clone();
+                n.start_soon(async move {
+                    for _ in 0..10 {
+                        checkpoint().await?;
+                    }
+                    bee.push("busy bee exhausted");
+                    Ok::<_, BoxError>(())
+                })?;
+                for _ in 0..2 {
+                    let w = l.clone();
+                    n.start_soon(async move {
+                        wait_all_tasks_blocked().await?;
+                        w.push("quiet at last!");
+                        Ok::<_, BoxError>(())
+                    })?;
+                }
+                Ok::<_, BoxError>(())
+            }))
+            .unwrap();
+        assert_eq!(log.get(), strings(&["busy bee exhausted", "quiet at last!", "quiet at last!"]), "seed {seed}");
+    }
+    // Cancellation.
+    let out = Builder::new().seed(1).run(open_nursery(|n| async move {
+        let got = Rc::new(RefCell::new(None));
+        let g = got.clone();
+        let inner = open_nursery(move |inner| async move {
+            inner.start_soon(async move {
+                *g.borrow_mut() = Some(wait_all_tasks_blocked().await);
+                Ok::<_, BoxError>(())
+            })?;
+            inner.cancel_scope().cancel();
+            Ok::<_, BoxError>(())
+        })
+        .await;
+        assert!(matches!(inner, Ok(None) | Ok(Some(()))), "{inner:?}");
+        let _ = n;
+        let got = got.borrow_mut().take();
+        Ok::<_, BoxError>(got)
+    }));
+    assert_eq!(out.unwrap(), Some(Some(Err(Cancelled))));
+}
+
+/// test_wait_all_tasks_blocked_with_timeouts: a sleeping task counts as
+/// blocked; after a manual jump past its deadline, the next idle moment
+/// comes after it has finished.
+#[test]
+fn test_wait_all_tasks_blocked_with_timeouts() {
+    let clock = MockClock::new();
+    let c = clock.clone();
+    let log = Log::default();
+    let l = log.clone();
+    Builder::new()
+        .seed(1)
+        .clock(clock)
+        .run(open_nursery(move |n| async move {
+            let t = l.clone();
+            n.start_soon(async move {
+                t.push("tt start");
+                sleep(Duration::from_secs(5)).await?;
+                t.push("tt finished");
+                Ok::<_, BoxError>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+            assert_eq!(l.get(), strings(&["tt start"]));
+            c.jump(Duration::from_secs(10));
+            wait_all_tasks_blocked().await?;
+            assert_eq!(l.get(), strings(&["tt start", "tt finished"]));
+            assert_eq!(secs(), 10);
+            Ok::<_, BoxError>(())
+        }))
+        .unwrap();
+}
+
+/// test_wait_all_tasks_blocked_with_cushion: `blink` is blocked three
+/// times for 10 ms; the waiter without cushion wakes at its first idle
+/// moment, those of 20 ms and 30 ms only after blink has ended (each
+/// needs that long blocked in a row), the smaller cushion first and both
+/// waiters of 20 ms together. Real time (the cushion is real time), so
+/// the run takes about 60 ms.
+#[test]
+fn test_wait_all_tasks_blocked_with_cushion() {
+    for seed in 1..=3 {
+        let log = Log::default();
+        let l = log.clone();
+        let started = std::time::Instant::now();
+        Builder::new()
+            .seed(seed)
+            .run(open_nursery(move |n| async move {
+                let b = l.clone();
+                n.start_soon(async move {
+                    b.push("blink start");
+                    for _ in 0..3 {
+                        sleep(Duration::from_millis(10)).await?;
+                    }
+                    b.push("blink end");
+                    Ok::<_, BoxError>(())
+                })?;
+                for (cushion, name) in [
+                    (0, "wait_no_cushion end"),
+                    (20, "wait_small_cushion end"),
+                    (20, "wait_small_cushion end"),
+                    (30, "wait_big_cushion end"),
+                ] {
+                    let w = l.clone();
+                    n.start_soon(async move {
+                        wait_all_tasks_blocked().cushion(Duration::from_millis(cushion)).await?;
+                        w.push(name);
+                        Ok::<_, BoxError>(())
+                    })?;
+                }
+                Ok::<_, BoxError>(())
+            }))
+            .unwrap();
+        assert_eq!(
+            log.get(),
+            strings(&[
+                "blink start",
+                "wait_no_cushion end",
+                "blink end",
+                "wait_small_cushion end",
+                "wait_small_cushion end",
+                "wait_big_cushion end",
+            ]),
+            "seed {seed}"
+        );
+        // 30 ms of blinking, then 20 ms and 30 ms of cushion in a row.
+        assert!(started.elapsed() >= Duration::from_millis(80), "{:?}", started.elapsed());
+    }
+}
+
+/// The tiebreak: waiters of one cushion wake together, at one idle moment,
+/// in one pass (so the pass's order, forwards or reversed, decides who
+/// runs first: across seeds both orders appear); a waiter with a larger
+/// cushion that arrived first still wakes after them.
+#[test]
+fn test_wait_all_tasks_blocked_tiebreak_same_cushion_wakes_together() {
+    let mut orders = std::collections::BTreeSet::new();
+    for seed in 1..=8 {
+        let log = Log::default();
+        let l = log.clone();
+        Builder::new()
+            .seed(seed)
+            .run(open_nursery(move |n| async move {
+                let d = l.clone();
+                n.start_soon(async move {
+                    wait_all_tasks_blocked().cushion(Duration::from_millis(5)).await?;
+                    d.push("D");
+                    Ok::<_, BoxError>(())
+                })?;
+                // D is waiting before A, B and C arrive.
+                wait_all_tasks_blocked().await?;
+                for name in ["A", "B", "C"] {
+                    let w = l.clone();
+                    n.start_soon(async move {
+                        wait_all_tasks_blocked().await?;
+                        w.push(name);
+                        Ok::<_, BoxError>(())
+                    })?;
+                }
+                Ok::<_, BoxError>(())
+            }))
+            .unwrap();
+        let got = log.get();
+        assert_eq!(got.len(), 4, "seed {seed}: {got:?}");
+        assert_eq!(got[3], "D", "seed {seed}: {got:?}");
+        orders.insert(got[..3].join(""));
+    }
+    // One idle moment woke all three, and the pass ran them in order or
+    // reversed: one idle moment each would always give "ABC".
+    assert_eq!(orders.into_iter().collect::<Vec<_>>(), ["ABC", "CBA"]);
+}
+
+/// test_mock_clock_autojump_0_and_wait_all_tasks_blocked_0: with autojump
+/// threshold 0, the waiter wakes first, without time moving; then the
+/// clock jumps to each deadline in turn.
+#[test]
+fn test_mock_clock_autojump_0_and_wait_all_tasks_blocked_0() {
+    for seed in 1..=4 {
+        let log = Log::default();
+        let l = log.clone();
+        Builder::new()
+            .seed(seed)
+            .clock(autojump_clock())
+            .run(open_nursery(move |n| async move {
+                let s = l.clone();
+                n.start_soon(async move {
+                    sleep(Duration::from_secs(100)).await?;
+                    s.push(format!("yawn at {}", vsecs()));
+                    Ok::<_, BoxError>(())
+                })?;
+                let w = l.clone();
+                n.start_soon(async move {
+                    wait_all_tasks_blocked().await?;
+                    w.push(format!("waiter woke at {}", vsecs()));
+                    sleep(Duration::from_secs(1000)).await?;
+                    w.push(format!("waiter done at {}", vsecs()));
+                    Ok::<_, BoxError>(())
+                })?;
+                Ok::<_, BoxError>(())
+            }))
+            .unwrap();
+        assert_eq!(log.get(), strings(&["waiter woke at 0", "yawn at 100", "waiter done at 1000"]), "seed {seed}");
+    }
+}
+
+/// test_mock_clock_autojump_0_and_wait_all_tasks_blocked_nonzero: with
+/// autojump threshold 0 and a waiter of nonzero cushion, the waiter still
+/// wakes (after its cushion of real time, virtual time still 0) before
+/// the clock jumps to the sleeper's deadline. Trio's cushion is 1 s; 50 ms
+/// here, the same rule.
+#[test]
+fn test_mock_clock_autojump_0_and_wait_all_tasks_blocked_nonzero() {
+    for seed in 1..=2 {
+        let log = Log::default();
+        let l = log.clone();
+        let started = std::time::Instant::now();
+        Builder::new()
+            .seed(seed)
+            .clock(autojump_clock())
+            .run(open_nursery(move |n| async move {
+                let s = l.clone();
+                n.start_soon(async move {
+                    sleep(Duration::from_secs(100)).await?;
+                    s.push(format!("yawn at {}", vsecs()));
+                    Ok::<_, BoxError>(())
+                })?;
+                let w = l.clone();
+                n.start_soon(async move {
+                    wait_all_tasks_blocked().cushion(Duration::from_millis(50)).await?;
+                    w.push(format!("waiter done at {}", vsecs()));
+                    Ok::<_, BoxError>(())
+                })?;
+                Ok::<_, BoxError>(())
+            }))
+            .unwrap();
+        assert_eq!(log.get(), strings(&["waiter done at 0", "yawn at 100"]), "seed {seed}");
+        assert!(started.elapsed() >= Duration::from_millis(50), "{:?}", started.elapsed());
+    }
+}
+
+/// test_mock_clock_autojump, its wait_all_tasks_blocked part: with a
+/// threshold of 20 ms, waiters with no cushion and with a 10 ms cushion
+/// wake before the clock could jump (time stays put); a threshold changed
+/// while the run is idle takes effect at once (10000 s, then 0: the long
+/// sleep after it jumps at once).
+#[test]
+fn test_mock_clock_autojump() {
+    let clock = MockClock::new();
+    let c = clock.clone();
+    let started = std::time::Instant::now();
+    Builder::new()
+        .seed(1)
+        .clock(clock)
+        .run(async move {
+            c.set_autojump_threshold(Some(Duration::ZERO));
+            for i in 0..10u64 {
+                let t = current_time();
+                sleep(Duration::from_secs(10 * i)).await?;
+                assert_eq!(current_time(), t + Duration::from_secs(10 * i));
+            }
+            assert_eq!(secs(), 450);
+            c.set_autojump_threshold(Some(Duration::from_millis(20)));
+            wait_all_tasks_blocked().await?;
+            assert_eq!(secs(), 450);
+            wait_all_tasks_blocked().cushion(Duration::from_millis(10)).await?;
+            assert_eq!(secs(), 450);
+            c.set_autojump_threshold(Some(Duration::from_secs(10_000)));
+            wait_all_tasks_blocked().await?;
+            c.set_autojump_threshold(Some(Duration::ZERO));
+            sleep(Duration::from_secs(100_000)).await?;
+            assert_eq!(secs(), 100_450);
+            Ok::<_, BoxError>(())
+        })
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------
+// 8. current_statistics (Trio's _core/_tests/test_run.py::
+//    test_current_statistics)
+
+/// test_current_statistics: the main task alone, then with a child
+/// blocked forever and two jobs queued with `run_sync_soon`; cancelling
+/// the nursery makes the child runnable; a scope's deadline shows as the
+/// time to the next deadline. trioxide has no system tasks, so Trio's
+/// "2 system tasks + us" is 1 here; and a scope arms its deadline when its
+/// body first blocks, so the test lets it block once before looking.
+#[test]
+fn test_current_statistics() {
+    Builder::new()
+        .seed(1)
+        .clock(MockClock::new())
+        .run(async {
+            wait_all_tasks_blocked().await?;
+            let stats = current_statistics();
+            assert_eq!(stats.tasks_living, 1);
+            assert_eq!(stats.run_sync_soon_queue_size, 0);
+            assert_eq!(stats.timers, 0);
+            assert_eq!((stats.next_deadline, stats.time_to_next_deadline), (None, None));
+            assert_eq!(stats.io_statistics.backend, "epoll");
+
+            open_nursery(|n| async move {
+                n.start_soon(async {
+                    let _ = sleep_forever().await;
+                    Ok::<_, BoxError>(())
+                })?;
+                wait_all_tasks_blocked().await?;
+                let token = trioxide::from_thread::current_handle();
+                token.run_sync_soon(|| ())?;
+                token.run_sync_soon(|| ())?;
+                let stats = current_statistics();
+                assert_eq!(stats.tasks_living, 2);
+                assert_eq!(stats.tasks_runnable, 0);
+                assert_eq!(stats.run_sync_soon_queue_size, 2);
+
+                n.cancel_scope().cancel();
+                assert_eq!(current_statistics().tasks_runnable, 1);
+                Ok::<_, BoxError>(())
+            })
+            .await?;
+            // The jobs ran between passes; the child is gone.
+            checkpoint().await?;
+            let stats = current_statistics();
+            assert_eq!((stats.tasks_living, stats.run_sync_soon_queue_size), (1, 0));
+
+            let scope = CancelScope::with_deadline(current_time() + Duration::from_secs(5));
+            scope
+                .run(async {
+                    checkpoint().await?;
+                    let stats = current_statistics();
+                    assert_eq!(stats.timers, 1);
+                    assert_eq!(stats.time_to_next_deadline, Some(Duration::from_secs(5)));
+                    assert_eq!(stats.next_deadline, Some(trioxide::Instant::ZERO + Duration::from_secs(5)));
+                    Ok::<_, Cancelled>(())
+                })
+                .await?;
+            let stats = current_statistics();
+            assert_eq!((stats.timers, stats.time_to_next_deadline), (0, None));
+            Ok::<_, BoxError>(())
+        })
+        .unwrap();
+}
+
+/// The I/O part: a task blocked receiving on a socket counts as waiting to
+/// read, and stops counting once data arrives.
+#[test]
+fn test_current_statistics_io_waits() {
+    Builder::new()
+        .seed(1)
+        .run(open_nursery(|n| async move {
+            let (a, b) = trioxide::UnixStream::pair()?;
+            n.start_soon(async move {
+                let mut buf = [0u8; 8];
+                let got = b.receive_some(&mut buf).await?;
+                assert_eq!(&buf[..got], b"hi");
+                Ok::<_, BoxError>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+            let io = current_statistics().io_statistics;
+            assert_eq!((io.tasks_waiting_read, io.tasks_waiting_write), (1, 0));
+            a.send_all(b"hi").await?;
+            wait_all_tasks_blocked().await?;
+            let io = current_statistics().io_statistics;
+            assert_eq!((io.tasks_waiting_read, io.tasks_waiting_write), (0, 0));
+            assert_eq!(current_statistics().tasks_living, 1);
+            Ok::<_, BoxError>(())
+        }))
         .unwrap();
 }

@@ -325,12 +325,12 @@ impl<T> RecvOp<T> {
         let mut chan = ep.chan.borrow_mut();
         match chan.take() {
             Take::Value(value, waker) => {
+                let exhausted = chan.is_drained();
                 drop(chan);
                 wake(waker);
                 // A schedule point, not a cancel point: the value is ours
                 // now, and is put back if this is dropped while yielding.
-                let mut after = after_channel_op();
-                if Pin::new(&mut after).poll(cx).is_pending() {
+                if let Some(after) = after_channel_op(core, exhausted, cx) {
                     *self = RecvOp::Yielding(after, value);
                     return Poll::Pending;
                 }

@@ -270,11 +270,13 @@ impl<T> SendFuture<'_, T> {
         let mut chan = self.ep.chan.borrow_mut();
         match chan.offer(value) {
             Offer::Sent(waker) => {
+                // Into the buffer, and that filled it: the channel is
+                // exhausted for senders (a hand-over never is).
+                let exhausted = waker.is_none() && chan.is_full();
                 drop(chan);
                 wake(waker);
                 // A schedule point, not a cancel point: the value is sent.
-                let mut after = after_channel_op();
-                if Pin::new(&mut after).poll(cx).is_pending() {
+                if let Some(after) = after_channel_op(core, exhausted, cx) {
                     self.state = SendState::Yielding(after);
                     return Poll::Pending;
                 }

@@ -274,6 +274,13 @@ impl<T> State<T> {
         }
     }
 
+    /// After a send that put its value in the buffer: whether that filled
+    /// it, so the next send would block (the schedule point's "exhausted",
+    /// see `budget::after_channel_op`).
+    pub(super) fn is_full(&self) -> bool {
+        self.buffer.len() >= self.capacity
+    }
+
     /// Blocks a send: queues it with its value; returns its key.
     pub(super) fn park_sender(&mut self, handle: HandleId, value: T, waker: Waker) -> usize {
         self.push_back(Side::Send, handle, Some(value), waker)
@@ -317,6 +324,14 @@ impl<T> State<T> {
         } else {
             Take::Empty
         }
+    }
+
+    /// After a receive that took a value: whether it left a buffered
+    /// channel with nothing to take, so the next receive would block (the
+    /// schedule point's "exhausted", see `budget::after_channel_op`). A
+    /// rendezvous channel's receive is a hand-over, never "exhausted".
+    pub(super) fn is_drained(&self) -> bool {
+        self.capacity > 0 && self.buffer.is_empty()
     }
 
     /// Blocks a receive; returns its key.

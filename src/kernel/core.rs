@@ -99,7 +99,8 @@ pub(crate) struct Core {
     pub(super) instruments: RefCell<Vec<Rc<dyn Instrument>>>,
     /// `!instruments.is_empty()`, as one load for the hot paths.
     pub(super) has_instruments: Cell<bool>,
-    /// Tasks in `wait_all_tasks_blocked`, woken one per idle moment.
+    /// Tasks in `wait_all_tasks_blocked`, woken by the idle loop, those of
+    /// the smallest cushion together.
     pub(super) idle: IdleWaiters,
     /// The root cancel status of the main task and of system tasks;
     /// cancelled when main returns, to stop tasks orphaned by a dropped

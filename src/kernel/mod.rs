@@ -16,6 +16,7 @@
 //! | `budget.rs` | the one cooperative budget of I/O, channels and sync |
 //! | `instrument.rs` | instruments and the task tree |
 //! | `idle.rs` | [`wait_all_tasks_blocked`](crate::wait_all_tasks_blocked) |
+//! | `statistics.rs` | [`current_statistics`](crate::current_statistics): tasks, deadlines, I/O waits |
 //! | `parking_lot.rs` | [`ParkingLot`](parking_lot::ParkingLot) and lot breakers |
 //! | `run_local.rs` | run-local slots for the layers above (Trio's `RunVar`) |
 //! | `error.rs` | the errors the kernel reports ([`Cancelled`](crate::Cancelled), ...) |
@@ -52,6 +53,7 @@ pub(crate) mod rng;
 pub(crate) mod run;
 pub(crate) mod run_local;
 mod scheduler;
+pub(crate) mod statistics;
 pub(crate) mod sys;
 pub(crate) mod task;
 pub(crate) mod timers;

@@ -71,6 +71,11 @@ impl Shared {
         self.poke();
     }
 
+    /// Jobs from other threads waiting to run (`current_statistics`).
+    pub(crate) fn queued_jobs(&self) -> usize {
+        self.remote.lock().unwrap_or_else(|p| p.into_inner()).jobs.len()
+    }
+
     /// Tells the runtime that something waits in `remote`.
     fn poke(&self) {
         // SeqCst pairs with `park`: either the runtime sees `pending` before

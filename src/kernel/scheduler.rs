@@ -210,37 +210,54 @@ impl Core {
         }
     }
 
-    /// Nothing is runnable: wake a `wait_all_tasks_blocked` waiter, autojump
-    /// a mock clock, or block until the next deadline or I/O.
+    /// Nothing is runnable: block in the I/O wait until the next deadline,
+    /// or, Trio's "idle priming", for a shorter time after which, if still
+    /// nothing happened, the run counts as idle: then wake the
+    /// `wait_all_tasks_blocked` waiters of the smallest cushion, or else
+    /// autojump a mock clock to the next deadline.
+    ///
+    /// As in Trio's run loop: a waiter primes only if its cushion is
+    /// shorter than the time to the next deadline (else the deadline comes
+    /// first and the waiter measures its cushion afresh afterwards); while
+    /// any task waits for idleness the clock does not autojump (the waiter
+    /// wakes without time moving, so a `MockClock` with threshold 0 and a
+    /// waiter with a nonzero cushion still wake in that order).
     fn when_idle(&self, woken: &mut Vec<Waker>) {
         let next = self.timers.borrow_mut().next_deadline();
-        let has_waiters = !self.idle.is_empty();
-        let autojump = self.clock.autojump_threshold();
-        if has_waiters || autojump.is_some() {
-            let deadline_due = next.is_some_and(|d| d <= self.now());
-            // First look (without blocking, or up to the autojump threshold)
-            // for anything else that could make a task runnable.
-            let wait = if has_waiters || deadline_due { Duration::ZERO } else { autojump.unwrap_or_default() };
-            let events = self.wait_io(Some(wait), woken);
-            let quiet = events == 0 && self.runq.borrow().is_empty() && !self.shared.has_pending() && !deadline_due;
-            if !quiet {
-                return;
-            }
-            if has_waiters && self.idle.wake_one() {
-                return;
-            }
-            if let (Some(_), Some(d)) = (autojump, next) {
-                self.clock.autojump(d);
-                return;
-            }
-        }
-        let timeout = match next {
+        let mut timeout = match next {
             // A deadline already due never blocks, whatever the clock says.
             Some(d) if d <= self.now() => Some(Duration::ZERO),
             Some(d) => self.clock.deadline_to_sleep_time(d),
             None => None,
         };
-        self.wait_io(timeout, woken);
+        // Shorter than the timeout (`None` is forever).
+        let shorter = |t: Duration, timeout: Option<Duration>| timeout.is_none_or(|limit| t < limit);
+        let mut primed = Primed::No;
+        if let Some(cushion) = self.idle.min_cushion() {
+            if shorter(cushion, timeout) {
+                timeout = Some(cushion);
+                primed = Primed::Idle(cushion);
+            }
+        } else if let (Some(threshold), Some(deadline)) = (self.clock.autojump_threshold(), next) {
+            if shorter(threshold, timeout) {
+                timeout = Some(threshold);
+                primed = Primed::Autojump(deadline);
+            }
+        }
+        let events = self.wait_io(timeout, woken);
+        if primed == Primed::No {
+            return;
+        }
+        let deadline_due = next.is_some_and(|d| d <= self.now());
+        let quiet = events == 0 && self.runq.borrow().is_empty() && !self.shared.has_pending() && !deadline_due;
+        if !quiet {
+            return;
+        }
+        match primed {
+            Primed::Idle(cushion) => self.idle.wake_all_with(cushion),
+            Primed::Autojump(deadline) => self.clock.autojump(deadline),
+            Primed::No => {}
+        }
     }
 
     /// Polls the I/O driver and wakes the tasks whose sources became
@@ -275,6 +292,16 @@ impl Core {
         self.budget.io_polled();
         n
     }
+}
+
+/// What an idle wait of [`Core::when_idle`] was shortened for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Primed {
+    No,
+    /// The `wait_all_tasks_blocked` waiters of this cushion.
+    Idle(Duration),
+    /// A mock clock's autojump to this deadline.
+    Autojump(crate::kernel::clock::Instant),
 }
 
 /// Buffers reused from pass to pass, so collecting allocates nothing.

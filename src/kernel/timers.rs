@@ -127,6 +127,11 @@ impl Timers {
         self.armed == 0
     }
 
+    /// Timers armed and not fired yet (`current_statistics`).
+    pub(crate) fn armed(&self) -> usize {
+        self.armed
+    }
+
     /// A lower bound of the earliest armed deadline (dropping stale heap
     /// entries on the way): a postponed timer's heap entry still holds its
     /// old, earlier deadline. Waking at it is harmless, `expire` then moves

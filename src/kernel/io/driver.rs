@@ -116,6 +116,15 @@ impl Driver {
         !self.sources.is_empty()
     }
 
+    /// Tasks waiting for a registered fd to be readable, and writable
+    /// (`current_statistics`; a scan of the sources, like Trio's).
+    pub(crate) fn tasks_waiting(&self) -> (usize, usize) {
+        use crate::kernel::io::readiness::Dir;
+        self.sources.iter().fold((0, 0), |(r, w), (_, s)| {
+            (r + usize::from(s.has_waiter(Dir::Read)), w + usize::from(s.has_waiter(Dir::Write)))
+        })
+    }
+
     /// Registers `fd` (edge-triggered, readable and writable) and returns its
     /// token. The one `epoll_ctl` a socket ever costs.
     pub(crate) fn register(&mut self, fd: RawFd, state: &Rc<IoState>) -> io::Result<usize> {

@@ -237,6 +237,15 @@ impl IoState {
         Poll::Pending
     }
 
+    /// Whether a task waits for `dir` (`current_statistics`).
+    pub(crate) fn has_waiter(&self, dir: Dir) -> bool {
+        let slot = &self.waiters[dir as usize];
+        let w = slot.take();
+        let waiting = w.is_some();
+        slot.set(w);
+        waiting
+    }
+
     /// Frees the driver slot (the fd is about to be closed by its owner).
     pub(crate) fn forget(&self) {
         if let Some(key) = self.token() {
