@@ -28,6 +28,21 @@
 //! restores the previous one. So nesting follows the future tree, and the
 //! status at any point of a poll is the innermost scope being polled.
 //!
+//! # Timeouts enter lazily
+//!
+//! A timeout ([`TimeoutScoped`], under `move_on_after` and friends) makes
+//! its node only when something needs one. Its first poll is *transparent*
+//! when it is unshielded and not past its deadline at entry: nothing can
+//! cancel it before that poll ends, so its code is cancelled exactly when
+//! its parent's is, and the parent's node stays `current_status`. Each such
+//! poll pushes a [`Frame`] on a thread-local chain (`LAZY_TOP`); whatever
+//! hangs a node under the current status (a scope, a nursery, `start`) asks
+//! [`effective_status`], which gives the transparent frames above that
+//! status their nodes, outermost first, and returns the innermost. The body
+//! blocking makes the node too. `check_nesting` compares against the same
+//! logical status. DESIGN.md §3 has the argument in full, and why the
+//! clock is still read at entry.
+//!
 //! # Why `current_status` is valid
 //!
 //! `Core::current_status` is a raw pointer for speed. It is only read while a
@@ -36,7 +51,11 @@
 //! or at the node of a scope future being polled further up this very call
 //! stack (kept alive by that future's `Rc`). Each frame that changes it
 //! restores the previous value before returning; after a panic, the step
-//! (and each `catch_unwind` site) resets it.
+//! (and each `catch_unwind` site) resets it. `LAZY_TOP` likewise only points
+//! at frames of timeouts whose first poll is running further up the call
+//! stack: it is set at the start of that poll and restored by a guard when
+//! it returns or unwinds; a node reached through it is kept alive by the
+//! frame's `OnceCell`.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::future::Future;
