@@ -633,6 +633,7 @@ impl CancelScope {
     /// # Panics
     /// Outside a run, when the answer needs the clock (an absolute
     /// deadline, or a scope already entered).
+    #[must_use = "`relative_deadline` only reads the time left; `set_relative_deadline` changes it"]
     pub fn relative_deadline(&self) -> Option<Duration> {
         let n = &self.node;
         if n.state.get() == State::Unentered {
@@ -1257,6 +1258,8 @@ where
 ///
 /// # Panics
 /// Outside a trioxide task.
+#[must_use = "`current_effective_deadline` only reads the deadline; it is not a checkpoint \
+              (`checkpoint_if_cancelled()` checks for cancellation)"]
 pub fn current_effective_deadline() -> Instant {
     let core = Core::current();
     let current = core.current_status_ptr();
