@@ -24,7 +24,7 @@ count() {
 
 echo "| case | instructions/op |"
 echo "|---|---:|"
-for case in spawn_join spawn_join_4k switch step cancel_scope move_on_after; do
+for case in spawn_join spawn_join_4k switch step cancel_scope move_on_after tokio_timeout; do
     a=$(count "$case" "$N")
     b=$(count "$case" $((2 * N)))
     echo "| $case | $(awk -v a="$a" -v b="$b" -v n="$N" 'BEGIN { printf "%.1f", (b - a) / n }') |"

@@ -27,7 +27,7 @@ mod thread;
 mod time;
 
 pub use channel::open_memory_channel;
-pub use kernel::cancel::{CancelScope, Scoped};
+pub use kernel::cancel::{current_effective_deadline, CancelScope, Scoped};
 pub use kernel::clock::{secs_f64, Clock, Instant, MockClock, SystemClock};
 pub use kernel::error::{
     io_error_kind, is_cancelled_error, BoxError, BrokenResource, BusyResource, Cancellation, Cancelled, ClosedResource,
@@ -60,5 +60,6 @@ pub use sync::{CapacityLimiter, Condition, Event, Lock, Semaphore};
 pub use thread::{from_thread, to_thread};
 pub use time::{
     cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, current_time, fail_after, fail_at, move_on_after,
-    move_on_at, sleep, sleep_forever, sleep_until, Checkpoint, FailAfter, ShieldedCheckpoint, Sleep, SleepForever,
+    move_on_at, sleep, sleep_forever, sleep_until, Checkpoint, FailAfter, MoveOn, ShieldedCheckpoint, Sleep,
+    SleepForever,
 };

@@ -11,8 +11,10 @@
 //! nursery), spawn_join_4k (the same with a 4 KiB buffer in each child's
 //! future), switch (2 tasks, N/2 yields each), step (1000 tasks, N/1000
 //! yields each), cancel_scope (N `CancelScope::run` enter+exit),
-//! move_on_after (N `move_on_after` enter+exit). Prints the time per
-//! operation. `bash benches/scheduler_instructions.sh` turns two runs into
+//! move_on_after (N `move_on_after` enter+exit), tokio_timeout (N
+//! `tokio::time::timeout` around a ready body on tokio's current-thread
+//! runtime with its timer enabled: the same loop as move_on_after, for a
+//! side-by-side count). Prints the time per operation. `bash benches/scheduler_instructions.sh` turns two runs into
 //! instructions per operation.
 
 use std::hint::black_box;
@@ -79,10 +81,20 @@ fn move_on(n: u64) {
     })
 }
 
+fn tokio_timeout(n: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("tokio runtime");
+    rt.block_on(async move {
+        for _ in 0..n {
+            let r = tokio::time::timeout(Duration::from_secs(3600), async { Ok::<_, Cancelled>(()) }).await;
+            black_box(r).expect("timed out").expect("body failed");
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let usage = || {
-        eprintln!("usage: {} spawn_join|spawn_join_4k|switch|step|cancel_scope|move_on_after N", args[0]);
+        eprintln!("usage: {} spawn_join|spawn_join_4k|switch|step|cancel_scope|move_on_after|tokio_timeout N", args[0]);
         ExitCode::from(2)
     };
     let (Some(case), Some(n)) = (args.get(1), args.get(2)) else {
@@ -99,6 +111,7 @@ fn main() -> ExitCode {
         "step" => yielders(1000, n / 1000),
         "cancel_scope" => cancel_scope(n),
         "move_on_after" => move_on(n),
+        "tokio_timeout" => tokio_timeout(n),
         _ => return usage(),
     }
     println!("{case}: {:.1} ns/op", t.elapsed().as_nanos() as f64 / n as f64);

@@ -28,6 +28,21 @@
 //! restores the previous one. So nesting follows the future tree, and the
 //! status at any point of a poll is the innermost scope being polled.
 //!
+//! # Timeouts enter lazily
+//!
+//! A timeout ([`TimeoutScoped`], under `move_on_after` and friends) makes
+//! its node only when something needs one. Its first poll is *transparent*
+//! when it is unshielded and not past its deadline at entry: nothing can
+//! cancel it before that poll ends, so its code is cancelled exactly when
+//! its parent's is, and the parent's node stays `current_status`. Each such
+//! poll pushes a [`Frame`] on a thread-local chain (`LAZY_TOP`); whatever
+//! hangs a node under the current status (a scope, a nursery, `start`) asks
+//! [`effective_status`], which gives the transparent frames above that
+//! status their nodes, outermost first, and returns the innermost. The body
+//! blocking makes the node too. `check_nesting` compares against the same
+//! logical status. DESIGN.md §3 has the argument in full, and why the
+//! clock is still read at entry.
+//!
 //! # Why `current_status` is valid
 //!
 //! `Core::current_status` is a raw pointer for speed. It is only read while a
@@ -36,9 +51,13 @@
 //! or at the node of a scope future being polled further up this very call
 //! stack (kept alive by that future's `Rc`). Each frame that changes it
 //! restores the previous value before returning; after a panic, the step
-//! (and each `catch_unwind` site) resets it.
+//! (and each `catch_unwind` site) resets it. `LAZY_TOP` likewise only points
+//! at frames of timeouts whose first poll is running further up the call
+//! stack: it is set at the start of that poll and restored by a guard when
+//! it returns or unwinds; a node reached through it is kept alive by the
+//! frame's `OnceCell`.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -266,6 +285,29 @@ impl ScopeNode {
             }
         }
         self.effectively_cancelled.set(self.cancel_called.get() || self.parent_cancellation_is_visible());
+    }
+
+    /// Gives a timeout scope whose first poll ran transparently its node:
+    /// entered under `parent` (the status it is logically inside) with the
+    /// deadline fixed when the timeout was entered. Reads no clock and
+    /// cancels nothing: a transparent scope was neither cancelled nor past
+    /// its deadline at entry, and a deadline that passed since then is
+    /// noticed at the next pass, as for a scope entered eagerly (its timer
+    /// is armed when the body blocks).
+    fn enter_materialised(self: &Rc<Self>, core: &Core, parent: *const ScopeNode) {
+        debug_assert_eq!(self.state.get(), State::Unentered);
+        // SAFETY: `parent` comes from `effective_status`: the current status
+        // or the node of a timeout further up this call stack, each kept
+        // alive by an `Rc` for the duration of the poll (module docs). We
+        // take a strong count of our own before making an `Rc` from it.
+        let parent = unsafe {
+            Rc::increment_strong_count(parent);
+            Rc::from_raw(parent)
+        };
+        self.attach(parent);
+        self.owner.set(core.current_task.get());
+        self.state.set(State::Entered);
+        self.effectively_cancelled.set(self.parent_cancellation_is_visible());
     }
 
     /// Registers (or moves, or removes) the timer for our deadline; a
@@ -550,6 +592,62 @@ impl CancelScope {
         }
     }
 
+    /// How long until the deadline, as Trio's `relative_deadline` reads it;
+    /// `None` when there is no deadline.
+    ///
+    /// * Before entry, a scope given a relative deadline
+    ///   ([`with_relative_deadline`](CancelScope::with_relative_deadline),
+    ///   [`set_relative_deadline`](CancelScope::set_relative_deadline), a
+    ///   [`move_on_after`](crate::move_on_after)'s scope) answers that
+    ///   timeout: it will count from entry.
+    /// * Otherwise (entered, exited, or an absolute deadline before entry)
+    ///   it is the time from now until the deadline, [`Duration::ZERO`] once
+    ///   the deadline has passed.
+    ///
+    /// Trio differs in two corners Rust expresses otherwise: its value goes
+    /// negative after the deadline (a `Duration` cannot), and it raises
+    /// `RuntimeError` for an unentered scope with an absolute deadline,
+    /// where this answers the time left.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{Builder, CancelScope, Cancelled, MockClock};
+    /// let clock = MockClock::new();
+    /// let c = clock.clone();
+    /// Builder::new().clock(clock).run(async move {
+    ///     let scope = CancelScope::with_relative_deadline(Duration::from_secs(5));
+    ///     assert_eq!(scope.relative_deadline(), Some(Duration::from_secs(5)));
+    ///     c.jump(Duration::from_secs(3)); // before entry: the timeout does not run yet
+    ///     scope.run(async {
+    ///         assert_eq!(scope.relative_deadline(), Some(Duration::from_secs(5)));
+    ///         c.jump(Duration::from_secs(2));
+    ///         assert_eq!(scope.relative_deadline(), Some(Duration::from_secs(3)));
+    ///         c.jump(Duration::from_secs(4)); // past the deadline: zero
+    ///         assert_eq!(scope.relative_deadline(), Some(Duration::ZERO));
+    ///         Ok::<_, Cancelled>(())
+    ///     }).await
+    /// }).unwrap();
+    /// assert_eq!(CancelScope::new().relative_deadline(), None);
+    /// ```
+    ///
+    /// # Panics
+    /// Outside a run, when the answer needs the clock (an absolute
+    /// deadline, or a scope already entered).
+    #[must_use = "`relative_deadline` only reads the time left; `set_relative_deadline` changes it"]
+    pub fn relative_deadline(&self) -> Option<Duration> {
+        let n = &self.node;
+        if n.state.get() == State::Unentered {
+            if let Some(rel) = n.relative.get() {
+                return Some(rel);
+            }
+        }
+        let deadline = n.deadline.get();
+        if deadline == Instant::FAR_FUTURE {
+            return None;
+        }
+        Some(deadline.saturating_duration_since(Core::current().now()))
+    }
+
     /// Whether the scope is shielded.
     pub fn shield(&self) -> bool {
         self.node.shield.get()
@@ -622,7 +720,7 @@ where
         let prev = core.current_status_ptr();
         match *this.phase {
             Phase::New => {
-                this.node.enter(core, prev);
+                this.node.enter(core, effective_status(core, prev));
                 *this.phase = Phase::Inside;
             }
             Phase::Inside => check_nesting(this.node, core, prev),
@@ -646,11 +744,25 @@ where
 
 /// Panics if a scope is polled by another task than the one that entered it
 /// (rule C7), or under a different status than it entered in (C16).
+///
+/// `current` is the physical current status; while a timeout's first poll
+/// runs transparently the code is logically inside that timeout, which the
+/// slow path takes into account (module docs, "Timeouts enter lazily").
 #[inline]
 pub(crate) fn check_nesting(node: &ScopeNode, core: &Core, current: *const ScopeNode) {
-    if node.owner.get() != core.current_task.get() || node.parent_ptr.get() != current {
-        misnested(node.owner.get() != core.current_task.get());
+    if node.owner.get() != core.current_task.get() || node.parent_ptr.get() != current || lazy_frame_over(current) {
+        check_nesting_slow(node, core, current);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn check_nesting_slow(node: &ScopeNode, core: &Core, current: *const ScopeNode) {
+    let other_task = node.owner.get() != core.current_task.get();
+    if !other_task && Some(node.parent_ptr.get()) == logical_status(current) {
+        return;
+    }
+    misnested(other_task);
 }
 
 #[cold]
@@ -694,7 +806,7 @@ pub(crate) mod raw {
     /// Enters `node` under the current status and returns the previous one.
     pub(crate) fn enter(node: &Rc<ScopeNode>, core: &Core) -> *const ScopeNode {
         let prev = core.current_status_ptr();
-        node.enter(core, prev);
+        node.enter(core, effective_status(core, prev));
         prev
     }
 
@@ -712,11 +824,487 @@ pub(crate) mod raw {
     }
 }
 
-/// An `Rc` to the status being polled right now.
+/// An `Rc` to the status of the code being polled right now (giving the
+/// timeouts it is transparently inside their nodes first), for a node to be
+/// hung under it (`start`'s task root).
 pub(crate) fn current_status_rc(core: &Core) -> Rc<ScopeNode> {
-    let p = core.current_status_ptr();
-    // SAFETY: a non-null current status points at a node kept alive by an
-    // `Rc` for the duration of the poll (module docs); we take our own count.
+    let p = effective_status(core, core.current_status_ptr());
+    // SAFETY: `effective_status` returns the current status or the node of
+    // a timeout being polled further up this call stack; either is kept
+    // alive by an `Rc` for the duration of the poll (module docs); we take
+    // our own count.
+    unsafe {
+        Rc::increment_strong_count(p);
+        Rc::from_raw(p)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Timeouts enter lazily.
+
+thread_local! {
+    /// The innermost timeout whose first poll is running ([`Frame`]), or
+    /// null. Set by that poll and restored before it returns (by a guard,
+    /// also when the body panics), so it only ever points at a frame of a
+    /// future being polled further up this thread's call stack.
+    static LAZY_TOP: Cell<*const Frame> = const { Cell::new(std::ptr::null()) };
+}
+
+#[inline]
+fn lazy_top() -> *const Frame {
+    LAZY_TOP.with(Cell::get)
+}
+
+/// Restores `LAZY_TOP` when a timeout's first poll ends, even by a panic.
+struct RestoreTop(*const Frame);
+
+impl Drop for RestoreTop {
+    #[inline]
+    fn drop(&mut self) {
+        LAZY_TOP.with(|t| t.set(self.0));
+    }
+}
+
+/// `Frame::relative` when there is no relative deadline. A timeout of
+/// `u64::MAX` nanoseconds (584 years) or more means the same: its deadline
+/// would saturate at `Instant::FAR_FUTURE`.
+const NO_RELATIVE: u64 = u64::MAX;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum LazyPhase {
+    /// Not polled yet.
+    New,
+    /// The first poll is running transparently (no node unless something
+    /// needed one).
+    First,
+    /// Entered, with a node: later polls behave as [`Scoped`]'s.
+    Inside,
+    Done,
+}
+
+/// What a timeout scope knows about itself, node or no node. Every field is
+/// a `Cell`: while the first poll runs, code deeper in the same call stack
+/// reaches the frame through `LAZY_TOP` (a shared pointer) to give it a node.
+pub(crate) struct Frame {
+    /// The scope's node: made by [`TimeoutScoped::scope`] (a handle was
+    /// asked for), at entry when the scope cannot be transparent, or when
+    /// the first poll needs one (`effective_status`, or the body blocking).
+    node: OnceCell<Rc<ScopeNode>>,
+    /// The absolute deadline; a relative one is added to it at entry.
+    deadline: Cell<Instant>,
+    /// The relative deadline in nanoseconds, `NO_RELATIVE` if none (or once
+    /// it was added at entry). Kept as nanoseconds so that a constant
+    /// timeout is converted at compile time.
+    relative: Cell<u64>,
+    shield: Cell<bool>,
+    phase: Cell<LazyPhase>,
+    /// The physical current status when the first poll began.
+    parent: Cell<*const ScopeNode>,
+    /// The `LAZY_TOP` this frame's first poll replaced.
+    prev: Cell<*const Frame>,
+}
+
+impl Frame {
+    /// Gives this frame its node, entered under `parent` (a transparent
+    /// first poll turning out to need one).
+    fn materialise(&self, core: &Core, parent: *const ScopeNode) -> &Rc<ScopeNode> {
+        debug_assert!(self.node.get().is_none() && self.phase.get() == LazyPhase::First);
+        let node = Rc::new(ScopeNode::new(State::Unentered));
+        node.deadline.set(self.deadline.get());
+        node.enter_materialised(core, parent);
+        self.node.get_or_init(|| node)
+    }
+
+    fn relative_duration(&self) -> Option<Duration> {
+        match self.relative.get() {
+            NO_RELATIVE => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// A node for a frame that has none, in the state the frame is in.
+    fn make_node(&self) -> Rc<ScopeNode> {
+        let state = match self.phase.get() {
+            LazyPhase::New => State::Unentered,
+            // A first poll that needed no node left no trace in the tree;
+            // it was neither cancelled nor did it catch anything.
+            LazyPhase::First | LazyPhase::Inside | LazyPhase::Done => State::Exited,
+        };
+        let node = ScopeNode::new(state);
+        node.deadline.set(self.deadline.get());
+        if state == State::Unentered {
+            node.relative.set(self.relative_duration());
+        }
+        node.shield.set(self.shield.get());
+        Rc::new(node)
+    }
+}
+
+/// Whether a transparent timeout sits between `current` and the code being
+/// polled: the top frame was entered under `current` (the check that keeps
+/// `check_nesting` exact; one thread-local load when no timeout is in its
+/// first poll).
+#[inline]
+fn lazy_frame_over(current: *const ScopeNode) -> bool {
+    let top = lazy_top();
+    // SAFETY: a non-null LAZY_TOP points at the frame of a future whose poll
+    // is running further up this call stack (see `LAZY_TOP`).
+    !top.is_null() && unsafe { (*top).parent.get() } == current
+}
+
+/// The status the code being polled is logically in, without making
+/// nodes: `current`, or the node of the innermost timeout in its first poll
+/// above it; `None` if that timeout has no node (nothing can be nested in
+/// it yet).
+fn logical_status(current: *const ScopeNode) -> Option<*const ScopeNode> {
+    if !lazy_frame_over(current) {
+        return Some(current);
+    }
+    // SAFETY: as in `lazy_frame_over`.
+    let top = unsafe { &*lazy_top() };
+    top.node.get().map(Rc::as_ptr)
+}
+
+/// The status to hang a new node under: `current` (the physical current
+/// status), unless the code runs inside timeouts whose first poll is
+/// transparent; then those get their nodes (outermost first, each under the
+/// previous) and the innermost one's is returned. One thread-local load
+/// when no timeout is in its first poll.
+#[inline]
+pub(crate) fn effective_status(core: &Core, current: *const ScopeNode) -> *const ScopeNode {
+    if !lazy_frame_over(current) {
+        return current;
+    }
+    materialise_frames(core, current)
+}
+
+#[cold]
+#[inline(never)]
+fn materialise_frames(core: &Core, current: *const ScopeNode) -> *const ScopeNode {
+    // The frames entered under `current` form the top of the chain (a
+    // timeout that gets a node makes every transparent frame below it
+    // under `current` get one first, so the transparent ones are always the
+    // innermost). Collect the ones still without a node.
+    let mut pending: Vec<&Frame> = Vec::new();
+    let mut base = current;
+    let mut f = lazy_top();
+    while !f.is_null() {
+        // SAFETY: every frame on the chain belongs to a future being polled
+        // further up this call stack (see `LAZY_TOP`).
+        let frame = unsafe { &*f };
+        if frame.parent.get() != current {
+            break;
+        }
+        if let Some(node) = frame.node.get() {
+            base = Rc::as_ptr(node);
+            break;
+        }
+        pending.push(frame);
+        f = frame.prev.get();
+    }
+    for frame in pending.into_iter().rev() {
+        base = Rc::as_ptr(frame.materialise(core, base));
+    }
+    base
+}
+
+pin_project! {
+    /// A cancel scope around `body` whose node is made only when needed:
+    /// the future under [`move_on_after`](crate::move_on_after) and the
+    /// other timeouts.
+    ///
+    /// Its first poll is *transparent* when the scope is not shielded and
+    /// its deadline has not passed at entry: then nothing can cancel it
+    /// before that poll ends (its timer is not armed, nobody holds a
+    /// handle), so its code is cancelled exactly when its parent is, and the
+    /// parent's node serves as the current status. If the body finishes in
+    /// that poll, the scope costs a clock read and no allocation. A node is
+    /// made (and entered under the right parent) as soon as something needs
+    /// one: the body blocks, or a scope, nursery or `start` is entered inside
+    /// it (`effective_status`), or a handle is asked for.
+    pub(crate) struct TimeoutScoped<F> {
+        #[pin]
+        body: F,
+        frame: Frame,
+    }
+
+    impl<F> PinnedDrop for TimeoutScoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(node) = this.frame.node.get() {
+                if matches!(this.frame.phase.get(), LazyPhase::First | LazyPhase::Inside) {
+                    node.exit(false);
+                }
+            }
+        }
+    }
+}
+
+impl<F> TimeoutScoped<F> {
+    /// A timeout scope with an absolute deadline, a relative one, or both
+    /// (the earlier wins).
+    #[inline]
+    pub(crate) fn new(body: F, deadline: Instant, relative: Option<Duration>) -> Self {
+        let relative = match relative {
+            Some(d) => u64::try_from(d.as_nanos()).unwrap_or(NO_RELATIVE),
+            None => NO_RELATIVE,
+        };
+        TimeoutScoped {
+            body,
+            frame: Frame {
+                node: OnceCell::new(),
+                deadline: Cell::new(deadline),
+                relative: Cell::new(relative),
+                shield: Cell::new(false),
+                phase: Cell::new(LazyPhase::New),
+                parent: Cell::new(std::ptr::null()),
+                prev: Cell::new(std::ptr::null()),
+            },
+        }
+    }
+
+    /// Shields (or unshields) the scope; with a handle already made, as
+    /// [`CancelScope::set_shield`].
+    pub(crate) fn set_shield(&self, shield: bool) {
+        self.frame.shield.set(shield);
+        if let Some(node) = self.frame.node.get() {
+            CancelScope::from_node(node.clone()).set_shield(shield);
+        }
+    }
+
+    /// A handle to the scope, making its node if it has none.
+    pub(crate) fn scope(&self) -> CancelScope {
+        CancelScope::from_node(self.frame.node.get_or_init(|| self.frame.make_node()).clone())
+    }
+}
+
+impl<F> std::fmt::Debug for TimeoutScoped<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fr = &self.frame;
+        match fr.node.get() {
+            Some(node) => CancelScope::from_node(node.clone()).fmt(f),
+            None => f
+                .debug_struct("CancelScope")
+                .field("phase", &fr.phase.get())
+                .field("shield", &fr.shield.get())
+                .field("deadline", &fr.deadline.get())
+                .field("relative_deadline", &fr.relative_duration())
+                .finish(),
+        }
+    }
+}
+
+impl<F, T, E> Future for TimeoutScoped<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Cancellation,
+{
+    type Output = Result<Option<T>, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let frame: &Frame = this.frame;
+        let core = Core::current();
+        let prev = core.current_status_ptr();
+        let phase = frame.phase.get();
+        if phase == LazyPhase::New && frame.node.get().is_none() {
+            if let Some(out) = first_poll(frame, core, prev, this.body.as_mut(), cx) {
+                return out;
+            }
+        }
+        let node = match phase {
+            LazyPhase::New => {
+                // A handle was asked for, or the scope is shielded or past
+                // its deadline already: enter a node as `CancelScope::run`
+                // does.
+                let node = frame.node.get_or_init(|| {
+                    // (`first_poll` has already added a relative deadline.)
+                    frame.relative.set(NO_RELATIVE);
+                    frame.make_node()
+                });
+                node.enter(core, effective_status(core, prev));
+                frame.phase.set(LazyPhase::Inside);
+                node
+            }
+            LazyPhase::Inside => {
+                let node = frame.node.get().expect("an entered timeout has its node");
+                check_nesting(node, core, prev);
+                node
+            }
+            LazyPhase::First | LazyPhase::Done => panic!("timeout future polled after completion"),
+        };
+        core.current_status.set(Rc::as_ptr(node));
+        let out = this.body.as_mut().poll(cx);
+        core.current_status.set(prev);
+        match out {
+            Poll::Pending => {
+                node.arm_if_blocked(core);
+                Poll::Pending
+            }
+            Poll::Ready(out) => {
+                frame.phase.set(LazyPhase::Done);
+                Poll::Ready(finish(node, out))
+            }
+        }
+    }
+}
+
+/// The first poll of a timeout. Fixes the deadline (the one clock read),
+/// and if the scope can be transparent polls the body under the current
+/// status and returns its outcome; `None` if the scope needs its node from
+/// the start (shielded, or its deadline already passed: cancelled at entry).
+#[inline]
+fn first_poll<F, T, E>(
+    frame: &Frame,
+    core: &Core,
+    prev: *const ScopeNode,
+    body: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Option<Poll<Result<Option<T>, E>>>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Cancellation,
+{
+    // Trio's rule: the deadline is fixed at entry (`now + timeout`), and a
+    // deadline already passed cancels the scope at once (C10, C11). The
+    // clock must be read here, not when the node is made: see DESIGN.md §3.
+    // (`relative` is left as it is: a node made from now on is made as
+    // entered or exited, which reads only `deadline`.)
+    let relative = frame.relative.get();
+    let mut deadline = frame.deadline.get();
+    if relative != NO_RELATIVE {
+        let now = core.now();
+        deadline = deadline.min(Instant::from_nanos(now.as_nanos().saturating_add(relative)));
+        frame.deadline.set(deadline);
+        if deadline <= now {
+            return None;
+        }
+    } else if deadline != Instant::FAR_FUTURE && deadline <= core.now() {
+        return None;
+    }
+    if frame.shield.get() {
+        return None;
+    }
+    frame.parent.set(prev);
+    frame.phase.set(LazyPhase::First);
+    let me: *const Frame = frame;
+    frame.prev.set(LAZY_TOP.with(|t| t.replace(me)));
+    let restore = RestoreTop(frame.prev.get());
+    let out = body.poll(cx);
+    drop(restore);
+    Some(match out {
+        Poll::Ready(out) => {
+            frame.phase.set(LazyPhase::Done);
+            match frame.node.get() {
+                // Never needed a node: nothing was entered inside it, and it
+                // was not cancelled, so it catches nothing.
+                None => Poll::Ready(out.map(Some)),
+                Some(node) => Poll::Ready(finish(node, out)),
+            }
+        }
+        Poll::Pending => {
+            let node = match frame.node.get() {
+                Some(node) => node,
+                None => frame.materialise(core, effective_status(core, prev)),
+            };
+            frame.phase.set(LazyPhase::Inside);
+            node.arm_if_blocked(core);
+            Poll::Pending
+        }
+    })
+}
+
+/// The earliest deadline among the scopes that could cancel the code
+/// calling it: Trio's `current_effective_deadline()`.
+///
+/// It walks out from the innermost scope, taking the earliest deadline,
+/// and stops after the first shielded scope (whose deadline still counts:
+/// a shield keeps out outer cancellations, not its own). With no deadline
+/// anywhere it is [`Instant::FAR_FUTURE`] (Trio: `inf`). If the code is
+/// already effectively cancelled, so its next checkpoint reports
+/// `Cancelled`, it is [`Instant::ZERO`], the clock's origin: a deadline
+/// that has passed whatever the time (Trio: `-inf`).
+///
+/// Useful to skip work that cannot finish in time, or to pass a deadline on
+/// to a peer (gRPC-style).
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::{current_effective_deadline, current_time, move_on_after, Builder, Cancelled, Instant, MockClock};
+/// Builder::new().clock(MockClock::new()).run(async {
+///     assert_eq!(current_effective_deadline(), Instant::FAR_FUTURE);
+///     let start = current_time();
+///     move_on_after(Duration::from_secs(5), async {
+///         move_on_after(Duration::from_secs(10), async {
+///             // The earlier deadline, from the outer timeout.
+///             assert_eq!(current_effective_deadline(), start + Duration::from_secs(5));
+///             Ok::<_, Cancelled>(())
+///         })
+///         .await?;
+///         move_on_after(Duration::from_secs(10), async {
+///             // A shield keeps the outer timeout out, not its own.
+///             assert_eq!(current_effective_deadline(), start + Duration::from_secs(10));
+///             Ok::<_, Cancelled>(())
+///         })
+///         .shield(true)
+///         .await?;
+///         Ok::<_, Cancelled>(())
+///     })
+///     .await
+/// })
+/// .unwrap();
+/// ```
+///
+/// # Panics
+/// Outside a trioxide task.
+#[must_use = "`current_effective_deadline` only reads the deadline; it is not a checkpoint \
+              (`checkpoint_if_cancelled()` checks for cancellation)"]
+pub fn current_effective_deadline() -> Instant {
+    let core = Core::current();
+    let current = core.current_status_ptr();
+    // SAFETY: the current status is kept alive for the duration of the poll
+    // (module docs); we only read it here.
+    let cur = unsafe { &*current };
+    if cur.effectively_cancelled.get() {
+        return Instant::ZERO;
+    }
+    let mut deadline = Instant::FAR_FUTURE;
+    // First the timeouts in a transparent first poll (unshielded, and with
+    // no node, or with a node that is the innermost status).
+    let mut start: Rc<ScopeNode> = current_status_rc_raw(current);
+    let mut f = lazy_top();
+    while !f.is_null() {
+        // SAFETY: as in `materialise_frames`.
+        let frame = unsafe { &*f };
+        if frame.parent.get() != current {
+            break;
+        }
+        if let Some(node) = frame.node.get() {
+            start = node.clone();
+            break;
+        }
+        deadline = deadline.min(frame.deadline.get());
+        f = frame.prev.get();
+    }
+    let mut node = start;
+    loop {
+        deadline = deadline.min(node.deadline.get());
+        if node.shield.get() {
+            return deadline;
+        }
+        let parent = node.parent.borrow().clone();
+        match parent {
+            Some(p) => node = p,
+            None => return deadline,
+        }
+    }
+}
+
+/// An `Rc` to the node `p` points at, which must be the current status.
+fn current_status_rc_raw(p: *const ScopeNode) -> Rc<ScopeNode> {
+    // SAFETY: the current status is kept alive by an `Rc` for the duration
+    // of the poll (module docs); we take our own count.
     unsafe {
         Rc::increment_strong_count(p);
         Rc::from_raw(p)

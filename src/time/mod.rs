@@ -14,4 +14,4 @@ pub(crate) mod timeouts;
 
 pub use checkpoint::{cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, Checkpoint, ShieldedCheckpoint};
 pub use sleep::{current_time, sleep, sleep_forever, sleep_until, Sleep, SleepForever};
-pub use timeouts::{fail_after, fail_at, move_on_after, move_on_at, FailAfter};
+pub use timeouts::{fail_after, fail_at, move_on_after, move_on_at, FailAfter, MoveOn};

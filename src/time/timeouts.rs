@@ -1,5 +1,14 @@
 //! Timeouts built on cancel scopes: `move_on_*` gives up quietly,
 //! `fail_*` reports [`TooSlow`].
+//!
+//! Each returns a future ([`MoveOn`], [`FailAfter`]) that is also the
+//! timeout's cancel scope, as Trio's `move_on_after` returns a
+//! `CancelScope`: `.shield(true)` before awaiting shields it, `.scope()`
+//! gives a [`CancelScope`] handle to cancel it, move its deadline or read
+//! `cancel_called()` / `cancelled_caught()` afterwards. The scope's node in
+//! the cancel tree is made only when needed (the body blocks, or a handle is
+//! asked for): a timeout around work that finishes at once costs one clock
+//! read (DESIGN.md §3, "Timeouts enter lazily").
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,12 +17,17 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use crate::kernel::cancel::{CancelScope, Scoped};
+use crate::kernel::cancel::{CancelScope, TimeoutScoped};
 use crate::kernel::clock::Instant;
 use crate::kernel::error::{Cancellation, TooSlow};
 
 /// Runs `body` with a deadline `timeout` after it starts; on expiry the body
 /// is cancelled and the output is `Ok(None)`.
+///
+/// The deadline counts from the first poll (rule C11), not from this call.
+/// The output is `Ok(Some(value))` if the body finished, `Ok(None)` if the
+/// deadline cancelled it and the scope caught the body's `Cancelled`, and
+/// `Err(e)` otherwise (an outer scope's cancellation included).
 ///
 /// ```
 /// use std::time::Duration;
@@ -26,21 +40,40 @@ use crate::kernel::error::{Cancellation, TooSlow};
 /// }));
 /// assert_eq!(r, Ok(None));
 /// ```
-pub fn move_on_after<F, T, E>(timeout: Duration, body: F) -> Scoped<F>
+pub fn move_on_after<F, T, E>(timeout: Duration, body: F) -> MoveOn<F>
 where
     F: Future<Output = Result<T, E>>,
     E: Cancellation,
 {
-    CancelScope::with_relative_deadline(timeout).run(body)
+    MoveOn { inner: TimeoutScoped::new(body, Instant::FAR_FUTURE, Some(timeout)) }
 }
 
 /// Runs `body` with an absolute deadline; on expiry the output is `Ok(None)`.
-pub fn move_on_at<F, T, E>(deadline: Instant, body: F) -> Scoped<F>
+///
+/// A deadline already passed cancels the body at its first checkpoint
+/// (rule C10).
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::{current_time, move_on_at, sleep, Builder, MockClock, Cancelled};
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// let r = Builder::new().clock(clock).run(async {
+///     let deadline = current_time() + Duration::from_secs(1);
+///     move_on_at(deadline, async {
+///         sleep(Duration::from_secs(5)).await?;
+///         Ok::<_, Cancelled>(1)
+///     })
+///     .await
+/// });
+/// assert_eq!(r, Ok(None));
+/// ```
+pub fn move_on_at<F, T, E>(deadline: Instant, body: F) -> MoveOn<F>
 where
     F: Future<Output = Result<T, E>>,
     E: Cancellation,
 {
-    CancelScope::with_deadline(deadline).run(body)
+    MoveOn { inner: TimeoutScoped::new(body, deadline, None) }
 }
 
 /// Runs `body` with a deadline `timeout` after it starts; if the deadline
@@ -62,27 +95,155 @@ where
     F: Future<Output = Result<T, E>>,
     E: Cancellation + From<TooSlow>,
 {
-    let scope = CancelScope::with_relative_deadline(timeout);
-    FailAfter { inner: scope.run(body), scope }
+    FailAfter { inner: TimeoutScoped::new(body, Instant::FAR_FUTURE, Some(timeout)) }
 }
 
 /// Runs `body` with an absolute deadline; reports [`TooSlow`] if it expired.
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::{current_time, fail_at, sleep, Builder, MockClock, BoxError, TooSlow};
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// let r: Result<(), BoxError> = Builder::new().clock(clock).run(async {
+///     fail_at(current_time() + Duration::from_secs(1), async {
+///         sleep(Duration::from_secs(5)).await?;
+///         Ok(())
+///     })
+///     .await
+/// });
+/// assert!(r.unwrap_err().is::<TooSlow>());
+/// ```
 pub fn fail_at<F, T, E>(deadline: Instant, body: F) -> FailAfter<F>
 where
     F: Future<Output = Result<T, E>>,
     E: Cancellation + From<TooSlow>,
 {
-    let scope = CancelScope::with_deadline(deadline);
-    FailAfter { inner: scope.run(body), scope }
+    FailAfter { inner: TimeoutScoped::new(body, deadline, None) }
 }
 
 pin_project! {
-    /// The future of [`fail_after`] and [`fail_at`].
-    #[must_use = "a timeout does nothing unless awaited"]
+    /// The future of [`move_on_after`] and [`move_on_at`], and the timeout's
+    /// cancel scope: [`shield`](MoveOn::shield) it before awaiting, or take a
+    /// [`scope`](MoveOn::scope) handle.
+    #[must_use = "a timeout does nothing unless awaited: `.await` it to run the body under the deadline"]
+    pub struct MoveOn<F> {
+        #[pin]
+        inner: TimeoutScoped<F>,
+    }
+}
+
+pin_project! {
+    /// The future of [`fail_after`] and [`fail_at`], and the timeout's cancel
+    /// scope: [`shield`](FailAfter::shield) it before awaiting, or take a
+    /// [`scope`](FailAfter::scope) handle.
+    #[must_use = "a timeout does nothing unless awaited: `.await` it to run the body under the deadline"]
     pub struct FailAfter<F> {
         #[pin]
-        inner: Scoped<F>,
-        scope: CancelScope,
+        inner: TimeoutScoped<F>,
+    }
+}
+
+macro_rules! scope_methods {
+    ($ty:ident, $ctor:literal, $uses:literal, $output:literal) => {
+        impl<F> $ty<F> {
+            /// Shields the timeout's scope (Trio's `shield=True`): cancellation
+            /// from outside does not reach the body, but the timeout's own
+            /// deadline still does (rules C3, C12). Use it to bound cleanup
+            /// that must run even in a cancelled task.
+            ///
+            /// ```
+            /// use std::time::Duration;
+            #[doc = concat!("use trioxide::{", $uses, "};")]
+            /// let clock = MockClock::new();
+            /// clock.set_autojump_threshold(Some(Duration::ZERO));
+            /// Builder::new().clock(clock).run(async {
+            ///     let outer = CancelScope::new();
+            ///     outer.cancel(); // cancelled before the body even starts
+            ///     let r = outer.run(async {
+            #[doc = concat!("        let r = ", $ctor, "(Duration::from_secs(1), async {")]
+            ///             sleep(Duration::from_secs(5)).await?; // the shield lets it sleep...
+            ///             Ok::<_, BoxError>(())
+            ///         })
+            ///         .shield(true)
+            ///         .await;
+            #[doc = concat!("        ", $output, " // ...until its own deadline")]
+            ///         Ok::<_, BoxError>(())
+            ///     }).await;
+            ///     assert!(r.is_ok());
+            /// });
+            /// ```
+            #[must_use = "`shield` returns the timeout with the shield set: await the returned future"]
+            pub fn shield(self, shield: bool) -> Self {
+                self.inner.set_shield(shield);
+                self
+            }
+
+            /// A handle to the timeout's cancel scope (this makes its node:
+            /// one allocation the timeout otherwise skips when its body
+            /// finishes without blocking).
+            ///
+            /// Before the timeout is awaited, the handle reads the deadline
+            /// (a relative one as [`CancelScope::relative_deadline`]) and can
+            /// change it or the shield; while it runs, any task can
+            /// [`cancel`](CancelScope::cancel) it; after it finished,
+            /// [`cancel_called`](CancelScope::cancel_called) and
+            /// [`cancelled_caught`](CancelScope::cancelled_caught) tell what
+            /// happened.
+            ///
+            /// ```
+            /// use std::time::Duration;
+            #[doc = concat!("use trioxide::{", $ctor, ", sleep, BoxError, Builder, MockClock};")]
+            /// let clock = MockClock::new();
+            /// clock.set_autojump_threshold(Some(Duration::ZERO));
+            /// Builder::new().clock(clock).run(async {
+            #[doc = concat!("    let timeout = ", $ctor, "(Duration::from_secs(1), async {")]
+            ///         sleep(Duration::from_secs(5)).await?;
+            ///         Ok::<_, BoxError>(())
+            ///     });
+            ///     let scope = timeout.scope();
+            ///     assert_eq!(scope.relative_deadline(), Some(Duration::from_secs(1)));
+            ///     let _ = timeout.await;
+            ///     assert!(scope.cancel_called() && scope.cancelled_caught());
+            /// });
+            /// ```
+            #[must_use = "`scope` only makes a handle; the timeout runs when awaited"]
+            pub fn scope(&self) -> CancelScope {
+                self.inner.scope()
+            }
+        }
+
+        impl<F> std::fmt::Debug for $ty<F> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($ty)).field(&self.inner).finish()
+            }
+        }
+    };
+}
+
+scope_methods!(
+    MoveOn,
+    "move_on_after",
+    "move_on_after, sleep, BoxError, Builder, CancelScope, MockClock",
+    "assert_eq!(r.unwrap(), None);"
+);
+scope_methods!(
+    FailAfter,
+    "fail_after",
+    "fail_after, sleep, BoxError, Builder, CancelScope, MockClock, TooSlow",
+    "assert!(r.unwrap_err().is::<TooSlow>());"
+);
+
+impl<F, T, E> Future for MoveOn<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Cancellation,
+{
+    type Output = Result<Option<T>, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
     }
 }
 
@@ -94,8 +255,7 @@ where
     type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.inner.poll(cx) {
+        match self.project().inner.poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(Some(v))) => Poll::Ready(Ok(v)),
             // Rule C12: TooSlow only when the scope caught its own Cancelled.
