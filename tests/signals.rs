@@ -412,3 +412,33 @@ fn two_tasks_receiving_from_one_receiver_is_a_programming_error() {
         Ok(())
     });
 }
+
+/// A signal landing on the runtime thread interrupts its I/O wait
+/// (`EINTR`). That is not the real-time quiet a mock clock's autojump
+/// threshold asks for: the clock must still wait the whole threshold
+/// before it jumps. (Before the fix, the interrupted wait counted as quiet
+/// and the clock jumped at once, which made
+/// `kill_to_own_pid_reaches_the_receiver` fail under load.)
+#[test]
+fn a_signal_interrupting_the_idle_wait_does_not_trigger_the_autojump() {
+    let _serial = serial();
+    const THRESHOLD: Duration = Duration::from_millis(200);
+    let real = run_with_threshold(THRESHOLD, async {
+        let _rx = open_signal_receiver(&[SIGUSR2])?;
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            // SAFETY: `me` is the runtime thread, alive until this thread is
+            // joined below; SIGUSR2 is handled (the receiver above).
+            unsafe { libc::pthread_kill(me, SIGUSR2) }
+        });
+        let start = std::time::Instant::now();
+        trioxide::sleep(Duration::from_secs(10)).await?;
+        let real = start.elapsed();
+        assert_eq!(killer.join().expect("killer thread"), 0);
+        Ok(real)
+    });
+    // A lower bound only: a busy machine can make it longer, never shorter.
+    assert!(real >= THRESHOLD, "the clock jumped after {real:?} of real time, before the {THRESHOLD:?} threshold");
+}

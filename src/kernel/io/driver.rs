@@ -171,13 +171,18 @@ impl Driver {
     /// Waits for readiness up to `timeout` (`None`: forever), records it in
     /// each source's state and collects the wakers to call into `woken`
     /// (called by the scheduler once this borrow has ended). Returns the
-    /// number of events seen (the cross-thread waker's included).
+    /// number of events seen (the cross-thread waker's included); a wait a
+    /// signal interrupted counts as one, so that an idle-primed wait cut
+    /// short by a signal is not taken for a quiet one (the scheduler would
+    /// autojump a mock clock, or wake `wait_all_tasks_blocked`, early: a
+    /// process-directed signal landing on the runtime thread did exactly
+    /// that in `tests/signals.rs`).
     pub(crate) fn wait(&mut self, timeout: Option<Duration>, woken: &mut Vec<Waker>) -> usize {
         self.stats.polls += 1;
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             // A signal interrupted the wait: the loop simply goes round.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return 1,
             // epoll_wait only fails on programming errors (bad fd, bad
             // buffer); there is no way to go on without it.
             Err(e) => panic!("trioxide: epoll_wait failed: {e}"),
