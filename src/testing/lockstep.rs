@@ -170,7 +170,7 @@ impl LockstepSendStream {
     /// earlier send was cancelled part-way.
     pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
         let st = &*self.state;
-        let claim = st.send.claim(st.sender_closed.get())?;
+        let claim = st.send.claim(st.sender_closed.get(), "trioxide::testing::LockstepSendStream::send_all")?;
         if st.receiver_closed.get() {
             return Err(RECEIVER_CLOSED.into());
         }
@@ -213,7 +213,9 @@ impl LockstepSendStream {
     /// waiting), `BusyResource` during another send-side operation.
     pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
         let st = &*self.state;
-        let claim = st.send.claim(st.sender_closed.get())?;
+        let claim = st
+            .send
+            .claim(st.sender_closed.get(), "trioxide::testing::LockstepSendStream::wait_send_all_might_not_block")?;
         let mut waited = false;
         std::future::poll_fn(|cx| -> Poll<io::Result<()>> {
             if st.sender_closed.get() {
@@ -256,7 +258,8 @@ impl LockstepReceiveStream {
             return Err(empty_buffer());
         }
         let st = &*self.state;
-        let claim = st.receive.claim(st.receiver_closed.get())?;
+        let claim =
+            st.receive.claim(st.receiver_closed.get(), "trioxide::testing::LockstepReceiveStream::receive_some")?;
         let _waiting = WaitingFlag(&st.receiver_waiting);
         let mut waited = false;
         let n = std::future::poll_fn(|cx| -> Poll<io::Result<usize>> {

@@ -207,7 +207,7 @@ impl MemorySendStream {
     /// receiving end is closed.
     pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
         let pipe = &*self.pipe;
-        let _claim = pipe.send.claim(pipe.eof.get())?;
+        let _claim = pipe.send.claim(pipe.eof.get(), "trioxide::testing::MemorySendStream::send_all")?;
         if pipe.receiver_closed.get() {
             return Err(RECEIVER_CLOSED.into());
         }
@@ -228,7 +228,8 @@ impl MemorySendStream {
     /// another send.
     pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
         let pipe = &*self.pipe;
-        let _claim = pipe.send.claim(pipe.eof.get())?;
+        let _claim =
+            pipe.send.claim(pipe.eof.get(), "trioxide::testing::MemorySendStream::wait_send_all_might_not_block")?;
         let hook = self.hooks.wait_send_all_might_not_block.borrow().clone();
         if let Some(hook) = hook {
             hook(self).await?;
@@ -404,7 +405,7 @@ impl MemorySendStream {
     pub async fn get_data(&self, max_bytes: Option<usize>) -> io::Result<Vec<u8>> {
         let max = check_max_bytes(max_bytes)?;
         let pipe = &*self.pipe;
-        let claim = pipe.receive.claim(pipe.receiver_closed.get())?;
+        let claim = pipe.receive.claim(pipe.receiver_closed.get(), "trioxide::testing::MemorySendStream::get_data")?;
         let mut waited = false;
         let data = std::future::poll_fn(|cx| -> Poll<io::Result<Vec<u8>>> {
             if pipe.receiver_closed.get() {
@@ -480,7 +481,8 @@ impl MemoryReceiveStream {
             return Err(empty_buffer());
         }
         let pipe = &*self.pipe;
-        let claim = pipe.receive.claim(pipe.receiver_closed.get())?;
+        let claim =
+            pipe.receive.claim(pipe.receiver_closed.get(), "trioxide::testing::MemoryReceiveStream::receive_some")?;
         let hook = self.hooks.receive_some.borrow().clone();
         if let Some(hook) = hook {
             hook(self).await?;
