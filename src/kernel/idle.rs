@@ -103,8 +103,9 @@ pub fn wait_all_tasks_blocked() -> WaitAllTasksBlocked {
 
 /// The future of [`wait_all_tasks_blocked`]: `Ok(())` once the run has
 /// settled, `Err(Cancelled)` if its scope is cancelled first (before or
-/// while waiting). Dropping it while it waits withdraws it. Waiters woken
-/// together run in the order they started waiting.
+/// while waiting). Dropping it while it waits withdraws it. Waiters with
+/// the same cushion are woken together, in one scheduler pass (which, like
+/// Trio's, may run its batch in either order).
 ///
 /// ```
 /// use std::cell::RefCell;
@@ -129,8 +130,9 @@ pub fn wait_all_tasks_blocked() -> WaitAllTasksBlocked {
 ///         assert_eq!(wait.await, Err(Cancelled));
 ///         Ok::<_, Cancelled>(())
 ///     }).await?;
-///     wait_all_tasks_blocked().await?; // woken with the three, first in line
-///     wait_all_tasks_blocked().await?; // they have run since, in order
+///     wait_all_tasks_blocked().await?; // woken with the three, in the same pass
+///     wait_all_tasks_blocked().await?; // they have all run since
+///     order.borrow_mut().sort();
 ///     assert_eq!(*order.borrow(), [0, 1, 2]);
 ///     Ok::<_, BoxError>(())
 /// })).unwrap();

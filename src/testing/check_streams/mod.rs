@@ -95,8 +95,8 @@ impl CheckFailed {
         self.check
     }
 
-    /// The property that does not hold, as a sentence: the first one, in
-    /// the order the checks run (listed in the [module](self) docs).
+    /// The property that does not hold, as a sentence: the first one found
+    /// (the checks stop there).
     ///
     /// ```
     /// use trioxide::{run, BoxError};
