@@ -166,3 +166,41 @@ fn run_inside_run_names_it() {
     });
     assert_site(seen, line.get(), "trioxide::run called inside a running trioxide runtime");
 }
+
+#[test]
+fn mock_clock_negative_rate_names_it_at_the_callers_line() {
+    let clock = trioxide::MockClock::new();
+    let line = Cell::new(0);
+    let seen = panic_site(|| {
+        line.set(line!() + 1);
+        clock.set_rate(-1.0);
+    });
+    assert_site(seen, line.get(), "trioxide::MockClock::set_rate needs a rate >= 0, got -1");
+    let seen = panic_site(|| clock.set_rate(f64::NAN));
+    assert_site(seen, line!() - 1, "trioxide::MockClock::set_rate needs a rate >= 0, got NaN");
+}
+
+#[test]
+fn channel_send_polled_after_completion_names_the_future() {
+    use std::future::{poll_fn, Future};
+    use std::pin::Pin;
+    use std::task::Poll;
+    let seen = panic_site(|| {
+        trioxide::run(async {
+            let (tx, _rx) = trioxide::open_memory_channel::<u8>(1);
+            let mut send = tx.send(1);
+            poll_fn(|cx| {
+                assert!(Pin::new(&mut send).poll(cx).is_ready());
+                let _ = Pin::new(&mut send).poll(cx); // panics
+                Poll::Ready(())
+            })
+            .await;
+        });
+    });
+    assert!(seen.2.contains("trioxide::channel::SendFuture polled after completion"), "{}", seen.2);
+}
+
+#[test]
+fn current_statistics_outside_run() {
+    outside_run!("trioxide::current_statistics", trioxide::current_statistics());
+}

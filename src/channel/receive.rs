@@ -23,6 +23,10 @@ use crate::kernel::Core;
 /// What a task blocked in `receive` shows as its `waiting_on`.
 const WAITING_ON: &str = "memory channel receive";
 
+/// The operations a receive runs for, as a panic outside a run names them.
+const RECEIVE_OP: &str = "trioxide::channel::MemoryReceiveChannel::receive";
+const STREAM_OP: &str = "trioxide::channel::MemoryReceiveChannel::poll_next";
+
 /// The receiving half of a memory channel (see [`open_memory_channel`](super::open_memory_channel)).
 ///
 /// Several tasks may receive at once: each value goes to exactly one of
@@ -238,7 +242,7 @@ impl<T> Stream for MemoryReceiveChannel<T> {
     /// ```
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        match this.stream.poll(&this.ep, cx) {
+        match this.stream.poll(&this.ep, cx, STREAM_OP) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(v)) => Poll::Ready(Some(Ok(v))),
             Poll::Ready(Err(ReceiveError::EndOfChannel)) => Poll::Ready(None),
@@ -247,7 +251,36 @@ impl<T> Stream for MemoryReceiveChannel<T> {
     }
 }
 
-/// The future of [`MemoryReceiveChannel::receive`].
+/// The future of [`MemoryReceiveChannel::receive`]: the value, or the
+/// [`ReceiveError`] that says why there is none.
+///
+/// Once a sender has handed it a value, the value is this receive's: a
+/// cancel that comes later does not take it away, and dropping the future
+/// before it returns the value puts the value back in the channel, where
+/// the next receive finds it.
+///
+/// ```
+/// use std::future::{poll_fn, Future};
+/// use std::pin::Pin;
+/// use std::task::Poll;
+/// use trioxide::{open_memory_channel, run};
+/// use trioxide::channel::ReceiveFuture;
+/// run(async {
+///     let (tx, rx) = open_memory_channel::<u32>(0);
+///     let mut fut: ReceiveFuture<'_, u32> = rx.receive();
+///     // Polled once: nothing to take, so it queues as a blocked receiver.
+///     let first = poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await;
+///     assert!(first.is_pending());
+///     assert_eq!(rx.statistics().tasks_waiting_receive, 1);
+///     tx.try_send(7).unwrap(); // no room, but handed straight to the waiting receive
+///     drop(fut); // dropped holding 7: the value goes back, it is not lost
+///     assert_eq!(rx.try_receive(), Ok(7));
+/// });
+/// ```
+///
+/// # Panics
+/// When polled again after it completed ("trioxide::channel::ReceiveFuture
+/// polled after completion"), or polled outside [`run`](crate::run).
 #[must_use = "a receive does nothing unless awaited; once a value is handed to it, dropping it puts the value back"]
 pub struct ReceiveFuture<'a, T> {
     ep: &'a Endpoint<T>,
@@ -275,11 +308,19 @@ impl<T> Future for ReceiveFuture<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        assert!(!this.done, "ReceiveFuture polled after completion");
-        let out = this.op.poll(this.ep, cx);
+        if this.done {
+            receive_polled_after_completion();
+        }
+        let out = this.op.poll(this.ep, cx, RECEIVE_OP);
         this.done = out.is_ready();
         out
     }
+}
+
+#[cold]
+#[inline(never)]
+fn receive_polled_after_completion() -> ! {
+    panic!("trioxide::channel::ReceiveFuture polled after completion")
 }
 
 impl<T> Drop for ReceiveFuture<'_, T> {
@@ -300,10 +341,11 @@ pub(super) enum RecvOp<T> {
 }
 
 impl<T> RecvOp<T> {
-    fn poll(&mut self, ep: &Endpoint<T>, cx: &mut Context<'_>) -> Poll<Result<T, ReceiveError>> {
+    /// Polls the receive; `op` names it in the panic outside a run.
+    fn poll(&mut self, ep: &Endpoint<T>, cx: &mut Context<'_>, op: &'static str) -> Poll<Result<T, ReceiveError>> {
         match std::mem::replace(self, RecvOp::Idle) {
-            RecvOp::Idle => self.start(ep, cx),
-            RecvOp::Parked(key) => self.poll_parked(key, ep, cx),
+            RecvOp::Idle => self.start(ep, cx, op),
+            RecvOp::Parked(key) => self.poll_parked(key, ep, cx, op),
             RecvOp::Yielding(mut after, value) => {
                 if Pin::new(&mut after).poll(cx).is_pending() {
                     *self = RecvOp::Yielding(after, value);
@@ -314,8 +356,8 @@ impl<T> RecvOp<T> {
         }
     }
 
-    fn start(&mut self, ep: &Endpoint<T>, cx: &mut Context<'_>) -> Poll<Result<T, ReceiveError>> {
-        let core = Core::current();
+    fn start(&mut self, ep: &Endpoint<T>, cx: &mut Context<'_>, op: &'static str) -> Poll<Result<T, ReceiveError>> {
+        let core = Core::current_for(op);
         if core.is_cancelled() {
             return Poll::Ready(Err(ReceiveError::Cancelled));
         }
@@ -346,12 +388,18 @@ impl<T> RecvOp<T> {
         }
     }
 
-    fn poll_parked(&mut self, key: usize, ep: &Endpoint<T>, cx: &mut Context<'_>) -> Poll<Result<T, ReceiveError>> {
+    fn poll_parked(
+        &mut self,
+        key: usize,
+        ep: &Endpoint<T>,
+        cx: &mut Context<'_>,
+        op: &'static str,
+    ) -> Poll<Result<T, ReceiveError>> {
         let polled =
-            ep.chan.borrow_mut().poll_waiter(Side::Receive, key, cx.waker(), || Core::current().is_cancelled());
+            ep.chan.borrow_mut().poll_waiter(Side::Receive, key, cx.waker(), || Core::current_for(op).is_cancelled());
         let Some((status, value)) = polled else {
             *self = RecvOp::Parked(key);
-            Core::current().set_waiting_on(WAITING_ON);
+            Core::current_for(op).set_waiting_on(WAITING_ON);
             return Poll::Pending;
         };
         Poll::Ready(match (status, value) {

@@ -15,6 +15,9 @@ use crate::kernel::Core;
 /// What a task blocked in `send` shows as its `waiting_on`.
 const WAITING_ON: &str = "memory channel send";
 
+/// The operation, as a panic outside a run names it.
+const SEND_OP: &str = "trioxide::channel::MemorySendChannel::send";
+
 /// The sending half of a memory channel (see [`open_memory_channel`](super::open_memory_channel)).
 ///
 /// Several tasks may send at once; blocked senders are served in arrival
@@ -216,7 +219,38 @@ enum SendState<T> {
     Done,
 }
 
-/// The future of [`MemorySendChannel::send`].
+/// The future of [`MemorySendChannel::send`]: `Ok(())` once the value is
+/// in the channel (buffered or handed to a receiver), or the
+/// [`SendError`] that gives the value back.
+///
+/// Until a receiver takes the value, the future holds it: dropping the
+/// future while it waits withdraws the send and drops the value with it.
+///
+/// ```
+/// use std::future::{poll_fn, Future};
+/// use std::pin::Pin;
+/// use std::task::Poll;
+/// use trioxide::{open_memory_channel, run};
+/// use trioxide::channel::{SendErrorKind, SendFuture, TryReceiveError};
+/// run(async {
+///     let (tx, rx) = open_memory_channel::<String>(0);
+///     let mut fut: SendFuture<'_, String> = tx.send("hi".to_string());
+///     // Polled once: no room and no receiver waiting, so it queues.
+///     let first = poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await;
+///     assert!(first.is_pending());
+///     assert_eq!(tx.statistics().tasks_waiting_send, 1);
+///     drop(fut); // withdrawn: "hi" never reaches the channel
+///     assert_eq!(rx.try_receive(), Err(TryReceiveError::WouldBlock));
+///     rx.close();
+///     let err = tx.send("late".to_string()).await.unwrap_err();
+///     assert_eq!(err.kind(), SendErrorKind::Broken);
+///     assert_eq!(err.into_inner(), "late"); // a failed send returns the value
+/// });
+/// ```
+///
+/// # Panics
+/// When polled again after it completed ("trioxide::channel::SendFuture
+/// polled after completion"), or polled outside [`run`](crate::run).
 #[must_use = "a send does nothing unless awaited: the value is not in the channel until the future completes"]
 pub struct SendFuture<'a, T> {
     ep: &'a Endpoint<T>,
@@ -253,14 +287,20 @@ impl<T> Future for SendFuture<'_, T> {
                 }
                 Poll::Ready(Ok(()))
             }
-            SendState::Done => panic!("SendFuture polled after completion"),
+            SendState::Done => send_polled_after_completion(),
         }
     }
 }
 
+#[cold]
+#[inline(never)]
+fn send_polled_after_completion() -> ! {
+    panic!("trioxide::channel::SendFuture polled after completion")
+}
+
 impl<T> SendFuture<'_, T> {
     fn start(&mut self, value: T, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
-        let core = Core::current();
+        let core = Core::current_for(SEND_OP);
         if core.is_cancelled() {
             return Poll::Ready(Err(SendError::new(SendErrorKind::Cancelled, value)));
         }
@@ -293,11 +333,14 @@ impl<T> SendFuture<'_, T> {
     }
 
     fn poll_parked(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
-        let polled =
-            self.ep.chan.borrow_mut().poll_waiter(Side::Send, key, cx.waker(), || Core::current().is_cancelled());
+        let polled = self
+            .ep
+            .chan
+            .borrow_mut()
+            .poll_waiter(Side::Send, key, cx.waker(), || Core::current_for(SEND_OP).is_cancelled());
         let Some((status, value)) = polled else {
             self.state = SendState::Parked(key);
-            Core::current().set_waiting_on(WAITING_ON);
+            Core::current_for(SEND_OP).set_waiting_on(WAITING_ON);
             return Poll::Pending;
         };
         let kind = match status {

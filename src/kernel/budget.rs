@@ -219,7 +219,9 @@ impl Future for AfterIo {
         if self.yielded {
             return Poll::Ready(());
         }
-        let core = Core::current();
+        // Reached at the end of an operation that has found the runtime
+        // already; named for a future polled again outside the run.
+        let core = Core::current_for("the schedule point of a trioxide operation");
         if !core.should_yield_after_io() {
             return Poll::Ready(());
         }

@@ -28,17 +28,54 @@ pub struct Instant {
 }
 
 impl Instant {
-    /// The origin of the clock.
+    /// The origin of the clock: where a [`MockClock`] starts, and where
+    /// negative times saturate.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{Builder, Instant, MockClock};
+    /// assert_eq!(Instant::ZERO.as_nanos(), 0);
+    /// assert_eq!(Instant::ZERO - Duration::from_secs(1), Instant::ZERO); // saturates
+    /// let t = Builder::new().clock(MockClock::new()).run(async { trioxide::current_time() });
+    /// assert_eq!(t, Instant::ZERO);
+    /// ```
     pub const ZERO: Instant = Instant { nanos: 0 };
-    /// Later than any real time: a deadline that never passes.
+    /// Later than any real time: a deadline that never passes. It is what
+    /// adding a duration to an instant saturates at, and the deadline of a
+    /// new [`CancelScope`](crate::CancelScope).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{CancelScope, Instant};
+    /// assert_eq!(Instant::from_nanos(1) + Duration::MAX, Instant::FAR_FUTURE);
+    /// assert_eq!(CancelScope::new().deadline(), Instant::FAR_FUTURE);
+    /// assert_eq!(Instant::FAR_FUTURE.as_secs_f64(), f64::INFINITY);
+    /// ```
     pub const FAR_FUTURE: Instant = Instant { nanos: u64::MAX };
 
-    /// The instant `nanos` nanoseconds after the clock's origin.
+    /// The instant `nanos` nanoseconds after the clock's origin. A `const
+    /// fn`: deadlines can be constants.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::Instant;
+    /// const ONE_SECOND: Instant = Instant::from_nanos(1_000_000_000);
+    /// assert_eq!(ONE_SECOND, Instant::ZERO + Duration::from_secs(1));
+    /// assert_eq!(Instant::from_nanos(u64::MAX), Instant::FAR_FUTURE);
+    /// ```
     pub const fn from_nanos(nanos: u64) -> Instant {
         Instant { nanos }
     }
 
-    /// Nanoseconds since the clock's origin.
+    /// Nanoseconds since the clock's origin (`u64::MAX` for
+    /// [`FAR_FUTURE`](Instant::FAR_FUTURE)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::Instant;
+    /// assert_eq!((Instant::ZERO + Duration::from_micros(3)).as_nanos(), 3_000);
+    /// assert_eq!(Instant::FAR_FUTURE.as_nanos(), u64::MAX);
+    /// ```
     pub const fn as_nanos(self) -> u64 {
         self.nanos
     }
@@ -67,7 +104,16 @@ impl Instant {
         }
     }
 
-    /// Seconds since the origin, as Trio's `current_time()` reports them.
+    /// Seconds since the origin, as Trio's `current_time()` reports them;
+    /// [`FAR_FUTURE`](Instant::FAR_FUTURE) is `f64::INFINITY`, the inverse
+    /// of [`from_secs_f64`](Instant::from_secs_f64).
+    ///
+    /// ```
+    /// use trioxide::Instant;
+    /// assert_eq!(Instant::from_nanos(2_500_000_000).as_secs_f64(), 2.5);
+    /// assert_eq!(Instant::FAR_FUTURE.as_secs_f64(), f64::INFINITY);
+    /// assert_eq!(Instant::from_secs_f64(f64::INFINITY), Ok(Instant::FAR_FUTURE));
+    /// ```
     pub fn as_secs_f64(self) -> f64 {
         if self == Instant::FAR_FUTURE {
             f64::INFINITY
@@ -76,7 +122,16 @@ impl Instant {
         }
     }
 
-    /// The time from `earlier` to `self`, or zero if `earlier` is later.
+    /// The time from `earlier` to `self`, or zero if `earlier` is later
+    /// (never a panic, unlike subtracting `std::time::Instant`s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::Instant;
+    /// let (a, b) = (Instant::from_nanos(1_000), Instant::from_nanos(4_000));
+    /// assert_eq!(b.saturating_duration_since(a), Duration::from_nanos(3_000));
+    /// assert_eq!(a.saturating_duration_since(b), Duration::ZERO);
+    /// ```
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(self.nanos.saturating_sub(earlier.nanos))
     }
@@ -128,33 +183,156 @@ pub fn secs_f64(secs: f64) -> Result<Duration, InvalidTime> {
 /// Where the runtime gets the time from, and how long it may sleep.
 ///
 /// Install one with [`Builder::clock`](crate::Builder::clock). The runtime
-/// calls these on its own thread only.
+/// calls these on its own thread only. Only
+/// [`current_time`](Clock::current_time) and
+/// [`deadline_to_sleep_time`](Clock::deadline_to_sleep_time) are required.
+///
+/// A clock that runs ten times faster than real time:
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::{current_time, sleep, Builder, Clock, Instant};
+///
+/// struct Fast(std::time::Instant);
+/// impl Clock for Fast {
+///     fn current_time(&self) -> Instant {
+///         Instant::from_nanos(self.0.elapsed().as_nanos() as u64 * 10)
+///     }
+///     fn deadline_to_sleep_time(&self, deadline: Instant) -> Option<Duration> {
+///         (deadline != Instant::FAR_FUTURE)
+///             .then(|| deadline.saturating_duration_since(self.current_time()) / 10)
+///     }
+/// }
+///
+/// let real = std::time::Instant::now();
+/// let slept = Builder::new().clock(Fast(std::time::Instant::now())).run(async {
+///     let t0 = current_time();
+///     sleep(Duration::from_millis(200)).await.unwrap(); // 20 ms of real time
+///     current_time().saturating_duration_since(t0)
+/// });
+/// assert!(slept >= Duration::from_millis(200));
+/// assert!(real.elapsed() < Duration::from_millis(200));
+/// ```
 pub trait Clock {
-    /// Called once when the run starts.
+    /// Called once when the run starts, before the main task first runs:
+    /// where a clock whose origin is "the start of the run" records it.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use std::time::Duration;
+    /// use trioxide::{Builder, Clock, Instant, MockClock};
+    ///
+    /// struct Counting(MockClock, Rc<Cell<u32>>);
+    /// impl Clock for Counting {
+    ///     fn start_clock(&self) { self.1.set(self.1.get() + 1) }
+    ///     fn current_time(&self) -> Instant { self.0.current_time() }
+    ///     fn deadline_to_sleep_time(&self, d: Instant) -> Option<Duration> {
+    ///         self.0.deadline_to_sleep_time(d)
+    ///     }
+    /// }
+    ///
+    /// let starts = Rc::new(Cell::new(0));
+    /// let seen = Builder::new()
+    ///     .clock(Counting(MockClock::new(), starts.clone()))
+    ///     .run({ let s = starts.clone(); async move { s.get() } });
+    /// assert_eq!(seen, 1); // already started when the main task runs
+    /// assert_eq!(starts.get(), 1); // and only once
+    /// ```
     fn start_clock(&self) {}
-    /// The current time.
+    /// The current time. Inside a run, read it with
+    /// [`current_time`](crate::current_time).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{Clock, Instant, MockClock};
+    /// let clock = MockClock::new();
+    /// assert_eq!(clock.current_time(), Instant::ZERO); // stands still
+    /// clock.jump(Duration::from_secs(5));
+    /// assert_eq!(clock.current_time(), Instant::ZERO + Duration::from_secs(5));
+    /// ```
     fn current_time(&self) -> Instant;
-    /// How long to block in the I/O wait to reach `deadline` (`None`: forever).
+    /// How long to block in the I/O wait to reach `deadline` (`None`:
+    /// forever, until an event or a wake-up from another thread; zero: the
+    /// deadline has passed).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{Clock, Instant, MockClock, SystemClock};
+    /// let real = SystemClock::new();
+    /// assert_eq!(real.deadline_to_sleep_time(Instant::FAR_FUTURE), None);
+    /// assert_eq!(real.deadline_to_sleep_time(Instant::ZERO), Some(Duration::ZERO));
+    /// let mock = MockClock::new(); // standing still: a future deadline never comes
+    /// assert_eq!(mock.deadline_to_sleep_time(Instant::from_nanos(1)), None);
+    /// mock.set_rate(2.0); // twice real speed: half the virtual time, in real time
+    /// let d = mock.deadline_to_sleep_time(Instant::ZERO + Duration::from_secs(10)).unwrap();
+    /// assert!(d <= Duration::from_secs(5) && d > Duration::from_secs(4));
+    /// ```
     fn deadline_to_sleep_time(&self, deadline: Instant) -> Option<Duration>;
     /// If set, when every task has been blocked this long (real time), the
     /// runtime asks the clock to [`autojump`](Clock::autojump) to the next
-    /// deadline instead of sleeping.
+    /// deadline instead of sleeping. `None` (the default): never.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{Clock, MockClock, SystemClock};
+    /// assert_eq!(SystemClock::new().autojump_threshold(), None);
+    /// let mock = MockClock::new();
+    /// assert_eq!(mock.autojump_threshold(), None);
+    /// mock.set_autojump_threshold(Some(Duration::ZERO));
+    /// assert_eq!(mock.autojump_threshold(), Some(Duration::ZERO));
+    /// ```
     fn autojump_threshold(&self) -> Option<Duration> {
         None
     }
     /// Moves virtual time forward to `deadline` (only called when
-    /// [`autojump_threshold`](Clock::autojump_threshold) is set).
+    /// [`autojump_threshold`](Clock::autojump_threshold) is set). The
+    /// default does nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{Clock, Instant, MockClock};
+    /// let clock = MockClock::new();
+    /// let deadline = Instant::ZERO + Duration::from_secs(7);
+    /// clock.autojump(deadline);
+    /// assert_eq!(clock.current_time(), deadline);
+    /// clock.autojump(Instant::ZERO); // never backwards
+    /// assert_eq!(clock.current_time(), deadline);
+    /// ```
     fn autojump(&self, _deadline: Instant) {}
 }
 
-/// The real monotonic clock; its origin is the moment it was created.
+/// The real monotonic clock; its origin is the moment it was created. The
+/// runtime uses one unless [`Builder::clock`](crate::Builder::clock) says
+/// otherwise.
+///
+/// ```
+/// use std::time::Duration;
+/// use trioxide::{current_time, sleep, Builder, SystemClock};
+/// let elapsed = Builder::new().clock(SystemClock::new()).run(async {
+///     let t0 = current_time();
+///     sleep(Duration::from_millis(5)).await.unwrap(); // really waits
+///     current_time().saturating_duration_since(t0)
+/// });
+/// assert!(elapsed >= Duration::from_millis(5));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     origin: std::time::Instant,
 }
 
 impl SystemClock {
-    /// A clock whose origin is now.
+    /// A clock whose origin is now: it reads (about) zero at first.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{Clock, SystemClock};
+    /// let clock = SystemClock::new();
+    /// let t0 = clock.current_time();
+    /// assert!(t0.as_nanos() < Duration::from_secs(1).as_nanos() as u64);
+    /// std::thread::sleep(Duration::from_millis(2));
+    /// assert!(clock.current_time().saturating_duration_since(t0) >= Duration::from_millis(2));
+    /// ```
     pub fn new() -> SystemClock {
         SystemClock { origin: std::time::Instant::now() }
     }
@@ -224,30 +402,96 @@ struct MockInner {
 }
 
 impl MockClock {
-    /// A clock at time zero, standing still, without autojump.
+    /// A clock at time zero, standing still, without autojump. Without
+    /// autojump, a task sleeping on it waits until another task
+    /// [`jump`](MockClock::jump)s it.
+    ///
+    /// ```
+    /// use trioxide::{Builder, Clock, Instant, MockClock};
+    /// let clock = MockClock::new();
+    /// assert_eq!(clock.current_time(), Instant::ZERO);
+    /// assert_eq!(clock.autojump_threshold(), None);
+    /// let t = Builder::new().clock(clock).run(async { trioxide::current_time() });
+    /// assert_eq!(t, Instant::ZERO);
+    /// ```
     pub fn new() -> MockClock {
         MockClock::default()
     }
 
-    /// Moves the clock forward by `d`.
+    /// Moves the clock forward by `d`. Deadlines it passes fire at the next
+    /// scheduler pass; there is no jumping backwards.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{current_time, open_nursery, sleep, wait_all_tasks_blocked};
+    /// use trioxide::{BoxError, Builder, Instant, MockClock};
+    /// let clock = MockClock::new(); // no autojump: only jumps move time
+    /// let handle = clock.clone();
+    /// Builder::new().clock(clock).run(open_nursery(|n| async move {
+    ///     n.start_soon(async {
+    ///         sleep(Duration::from_secs(60)).await?;
+    ///         assert_eq!(current_time(), Instant::ZERO + Duration::from_secs(90));
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     wait_all_tasks_blocked().await?; // the sleeper is waiting
+    ///     handle.jump(Duration::from_secs(30)); // not yet due
+    ///     wait_all_tasks_blocked().await?;
+    ///     handle.jump(Duration::from_secs(60)); // past its deadline: it wakes
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn jump(&self, d: Duration) {
         let now = self.current_time();
         self.rebase(now + d);
     }
 
     /// How fast virtual time runs against real time (0.0, the default,
-    /// stands still).
+    /// stands still). Time already passed is kept: the new rate applies
+    /// from now on.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{Clock, Instant, MockClock};
+    /// let clock = MockClock::new();
+    /// clock.set_rate(1000.0); // a real millisecond is a virtual second
+    /// std::thread::sleep(Duration::from_millis(2));
+    /// clock.set_rate(0.0); // stop: the time reached stays
+    /// let t = clock.current_time();
+    /// assert!(t >= Instant::ZERO + Duration::from_secs(2));
+    /// std::thread::sleep(Duration::from_millis(2));
+    /// assert_eq!(clock.current_time(), t);
+    /// ```
     ///
     /// # Panics
-    /// If `rate` is negative or NaN.
+    /// If `rate` is negative or NaN: "trioxide::MockClock::set_rate needs
+    /// a rate >= 0", at the caller's line.
+    #[track_caller]
     pub fn set_rate(&self, rate: f64) {
-        assert!(rate >= 0.0, "MockClock rate must be >= 0, got {rate}");
+        if rate.is_nan() || rate < 0.0 {
+            bad_rate(rate);
+        }
         let now = self.current_time();
         self.inner.rate.set(rate);
         self.rebase(now);
     }
 
-    /// Turns autojump on (`Some(threshold)`) or off (`None`).
+    /// Turns autojump on (`Some(threshold)`) or off (`None`). With it on,
+    /// once every task has been blocked for `threshold` of real time, the
+    /// clock jumps to the next deadline: timeouts in tests take no time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{fail_after, sleep_forever, BoxError, Builder, MockClock, TooSlow};
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// let real = std::time::Instant::now();
+    /// let r: Result<(), BoxError> = Builder::new().clock(clock).run(fail_after(Duration::from_secs(3600), async {
+    ///     sleep_forever().await?;
+    ///     Ok(())
+    /// }));
+    /// assert!(r.unwrap_err().is::<TooSlow>());
+    /// assert!(real.elapsed() < Duration::from_secs(60)); // an hour, at once
+    /// ```
     pub fn set_autojump_threshold(&self, threshold: Option<Duration>) {
         self.inner.autojump.set(threshold);
     }
@@ -256,6 +500,14 @@ impl MockClock {
         self.inner.virtual_base.set(now.as_nanos());
         self.inner.real_base.set(Some(std::time::Instant::now()));
     }
+}
+
+/// The panic of [`MockClock::set_rate`], out of line.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn bad_rate(rate: f64) -> ! {
+    panic!("trioxide::MockClock::set_rate needs a rate >= 0, got {rate}")
 }
 
 impl Clock for MockClock {

@@ -101,7 +101,46 @@ pub fn wait_all_tasks_blocked() -> WaitAllTasksBlocked {
     WaitAllTasksBlocked { cushion: Duration::ZERO, key: None, done: false }
 }
 
-/// The future of [`wait_all_tasks_blocked`].
+/// The future of [`wait_all_tasks_blocked`]: `Ok(())` once the run has
+/// settled, `Err(Cancelled)` if its scope is cancelled first (before or
+/// while waiting). Dropping it while it waits withdraws it. Waiters with
+/// the same cushion are woken together, in one scheduler pass (which, like
+/// Trio's, may run its batch in either order).
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+/// use trioxide::{open_nursery, run, BoxError, CancelScope, Cancelled};
+/// use trioxide::testing::{wait_all_tasks_blocked, WaitAllTasksBlocked};
+/// run(open_nursery(|n| async move {
+///     let order = Rc::new(RefCell::new(Vec::new()));
+///     for i in 0..3 {
+///         let order = order.clone();
+///         n.start_soon(async move {
+///             wait_all_tasks_blocked().await?;
+///             order.borrow_mut().push(i);
+///             Ok::<_, BoxError>(())
+///         })?;
+///     }
+///     // In a cancelled scope it reports Cancelled without waiting.
+///     let scope = CancelScope::new();
+///     scope.cancel();
+///     scope.run(async {
+///         let wait: WaitAllTasksBlocked = wait_all_tasks_blocked();
+///         assert_eq!(wait.await, Err(Cancelled));
+///         Ok::<_, Cancelled>(())
+///     }).await?;
+///     wait_all_tasks_blocked().await?; // woken with the three, in the same pass
+///     wait_all_tasks_blocked().await?; // they have all run since
+///     order.borrow_mut().sort();
+///     assert_eq!(*order.borrow(), [0, 1, 2]);
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
+///
+/// # Panics
+/// When polled again after it completed ("trioxide::WaitAllTasksBlocked
+/// polled after completion"), or outside [`run`](crate::run).
 #[derive(Debug)]
 #[must_use = "wait_all_tasks_blocked does nothing unless awaited: `wait_all_tasks_blocked().await?`"]
 pub struct WaitAllTasksBlocked {
@@ -151,8 +190,10 @@ impl Future for WaitAllTasksBlocked {
     type Output = Result<(), Cancelled>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        assert!(!self.done, "wait_all_tasks_blocked polled after completion");
-        let core = Core::current();
+        if self.done {
+            polled_after_completion();
+        }
+        let core = Core::current_for("trioxide::wait_all_tasks_blocked");
         let cancelled = core.is_cancelled();
         let idle = &core.idle;
         let mut waiters = idle.waiters.borrow_mut();
@@ -181,6 +222,12 @@ impl Future for WaitAllTasksBlocked {
         core.set_waiting_on("wait_all_tasks_blocked");
         Poll::Pending
     }
+}
+
+#[cold]
+#[inline(never)]
+fn polled_after_completion() -> ! {
+    panic!("trioxide::WaitAllTasksBlocked polled after completion")
 }
 
 impl Drop for WaitAllTasksBlocked {

@@ -7,7 +7,19 @@ use crate::kernel::clock::Instant;
 use crate::kernel::Core;
 
 /// What the run is doing at the moment [`current_statistics`] was called
-/// (Trio's `RunStatistics`). Fields may be added in later versions.
+/// (Trio's `RunStatistics`). Fields may be added in later versions, so it
+/// cannot be built outside the crate; read it from
+/// [`current_statistics`].
+///
+/// ```
+/// use trioxide::{current_statistics, run, RunStatistics};
+/// let s: RunStatistics = run(async { current_statistics() });
+/// assert_eq!(s.tasks_living, 1); // the main task alone
+/// assert_eq!(s.tasks_runnable, 0);
+/// assert_eq!(s.timers, 0);
+/// assert_eq!((s.next_deadline, s.time_to_next_deadline), (None, None));
+/// assert_eq!(s.run_sync_soon_queue_size, 0);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunStatistics {
@@ -39,7 +51,25 @@ pub struct RunStatistics {
     pub run_sync_soon_queue_size: usize,
 }
 
-/// The I/O part of [`RunStatistics`] (Trio's `_EpollStatistics`).
+/// The I/O part of [`RunStatistics`] (Trio's `_EpollStatistics`): how
+/// many tasks wait for readiness in each direction.
+///
+/// ```
+/// use trioxide::{current_statistics, open_nursery, run, wait_all_tasks_blocked, BoxError, UnixStream};
+/// run(open_nursery(|n| async move {
+///     let (a, _b) = UnixStream::pair()?;
+///     n.start_soon(async move {
+///         a.receive_some(&mut [0u8; 8]).await?; // nothing sent: waits
+///         Ok::<_, BoxError>(())
+///     })?;
+///     wait_all_tasks_blocked().await?;
+///     let io = current_statistics().io_statistics;
+///     assert_eq!((io.tasks_waiting_read, io.tasks_waiting_write), (1, 0));
+///     assert_eq!(io.backend, "epoll");
+///     n.cancel_scope().cancel(); // stop the reader
+///     Ok::<_, BoxError>(())
+/// })).unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct IoStatistics {
@@ -77,9 +107,11 @@ pub struct IoStatistics {
 /// ```
 ///
 /// # Panics
-/// Outside [`run`](crate::run).
+/// Outside [`run`](crate::run): "trioxide::current_statistics must be
+/// called from inside trioxide::run", at the caller's line.
+#[track_caller]
 pub fn current_statistics() -> RunStatistics {
-    let core = Core::current();
+    let core = Core::current_for("trioxide::current_statistics");
     let next_deadline = core.timers.borrow_mut().next_deadline();
     let time_to_next_deadline = next_deadline.map(|d| d.saturating_duration_since(core.now()));
     let (tasks_waiting_read, tasks_waiting_write) = core.driver.borrow().tasks_waiting();

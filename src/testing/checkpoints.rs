@@ -138,7 +138,36 @@ pub fn assert_no_checkpoints<F: Future>(fut: F) -> AssertCheckpoints<F> {
 }
 
 pin_project! {
-    /// The future of [`assert_checkpoints`] and [`assert_no_checkpoints`].
+    /// The future of [`assert_checkpoints`] and [`assert_no_checkpoints`]:
+    /// the wrapped future's output, passed through once the check holds.
+    /// The counting covers every poll, so a checkpoint made after the
+    /// first one counts too.
+    ///
+    /// ```
+    /// use trioxide::{open_memory_channel, run};
+    /// use trioxide::testing::{assert_checkpoints, assert_no_checkpoints, AssertCheckpoints};
+    ///
+    /// run(async {
+    ///     let (tx, rx) = open_memory_channel::<u8>(1);
+    ///     // try_send never yields nor checks for cancellation...
+    ///     let quiet: AssertCheckpoints<_> = assert_no_checkpoints(async { tx.try_send(1) });
+    ///     assert!(quiet.await.is_ok());
+    ///     // ...while a receive is a checkpoint even when a value is ready.
+    ///     assert_eq!(assert_checkpoints(rx.receive()).await, Ok(1));
+    /// });
+    /// ```
+    ///
+    /// # Panics
+    /// When the wrapped future completes without the checkpoints expected,
+    /// naming the line that called `assert_checkpoints` or
+    /// `assert_no_checkpoints`.
+    ///
+    /// ```should_panic
+    /// use trioxide::{run, testing::assert_checkpoints};
+    /// run(async {
+    ///     assert_checkpoints(async { 42 }).await // panics: no checkpoint
+    /// });
+    /// ```
     #[must_use = "the assertion is made when the wrapped future completes, so it must be awaited"]
     pub struct AssertCheckpoints<F> {
         #[pin]

@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::io;
 use std::task::{Context, Waker};
 
-use crate::kernel::error::{BusyResource, ClosedResource};
+use crate::kernel::error::{BusyResource, Cancelled, ClosedResource};
 use crate::kernel::Core;
 
 /// One direction (send or receive) of one end of an in-memory stream.
@@ -22,16 +22,20 @@ impl Direction {
     /// Claims the direction for one operation: `ClosedResource` if `closed`,
     /// `BusyResource` if another operation holds it, then the checkpoint's
     /// cancel check (`Cancelled` before anything happened). The same order
-    /// as a socket's operations.
-    pub(super) fn claim(&self, closed: bool) -> io::Result<Claim<'_>> {
+    /// as a socket's operations. `op` is the public operation (its path,
+    /// `"trioxide::testing::MemorySendStream::send_all"`), named by the
+    /// panic outside a run.
+    pub(super) fn claim(&self, closed: bool, op: &'static str) -> io::Result<Claim<'_>> {
         if closed {
             return Err(ClosedResource.into());
         }
         if self.busy.replace(true) {
             return Err(BusyResource.into());
         }
-        let claim = Claim { dir: self };
-        crate::time::checkpoint::checkpoint_if_cancelled()?;
+        let claim = Claim { dir: self, op };
+        if Core::current_for(op).is_cancelled() {
+            return Err(Cancelled.into());
+        }
         Ok(claim)
     }
 
@@ -48,6 +52,8 @@ impl Direction {
 /// nothing wakes a task that has moved on.
 pub(super) struct Claim<'a> {
     dir: &'a Direction,
+    /// The operation holding it, for the panic outside a run.
+    op: &'static str,
 }
 
 impl Claim<'_> {
@@ -59,13 +65,13 @@ impl Claim<'_> {
             Some(w) if w.will_wake(cx.waker()) => slot.set(Some(w)),
             _ => slot.set(Some(cx.waker().clone())),
         }
-        Core::current().set_waiting_on(what);
+        Core::current_for(self.op).set_waiting_on(what);
     }
 
     /// The cancel check of a re-poll after blocking: true if the code being
     /// polled is cancelled.
     pub(super) fn is_cancelled(&self) -> bool {
-        Core::current().is_cancelled()
+        Core::current_for(self.op).is_cancelled()
     }
 }
 

@@ -52,7 +52,8 @@ macro_rules! one_way_halves {
         /// send) and a checkpoint; a second call does nothing.
         impl $crate::stream::SendEof for $send {
             async fn send_eof(&self) -> ::std::io::Result<()> {
-                let _claim = self.$shared.send.claim(false)?;
+                let _claim =
+                    self.$shared.send.claim(false, concat!("trioxide::testing::", stringify!($send), "::send_eof"))?;
                 <$send>::close(self);
                 $crate::kernel::budget::after_io().await;
                 Ok(())

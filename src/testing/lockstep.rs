@@ -168,9 +168,36 @@ impl LockstepSendStream {
     /// `BusyResource` during another send-side operation, `BrokenResource`
     /// if the receiving end is closed before it took everything, or if an
     /// earlier send was cancelled part-way.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use std::time::Duration;
+    /// use trioxide::{io_error_kind, move_on_after, open_nursery, BoxError, Builder, IoErrorKind, MockClock};
+    /// use trioxide::testing::lockstep_stream_one_way_pair;
+    ///
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(open_nursery(|n| async move {
+    ///     let (tx, rx) = lockstep_stream_one_way_pair();
+    ///     // Nobody receives: the send waits; cancelled, it takes its data back.
+    ///     assert_eq!(move_on_after(Duration::from_secs(1), tx.send_all(b"abc")).await?, None);
+    ///     let rx = Rc::new(rx);
+    ///     let r = rx.clone();
+    ///     n.start_soon(async move {
+    ///         assert_eq!(r.receive_some(&mut [0u8; 1]).await?, 1); // takes "a" only
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     // Cancelled after the receiver took part of it: the peer holds a
+    ///     // prefix nobody can account for, so the stream refuses to send more.
+    ///     assert_eq!(move_on_after(Duration::from_secs(1), tx.send_all(b"abc")).await?, None);
+    ///     let err = tx.send_all(b"x").await.unwrap_err();
+    ///     assert_eq!(io_error_kind(&err), Some(IoErrorKind::Broken));
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
         let st = &*self.state;
-        let claim = st.send.claim(st.sender_closed.get())?;
+        let claim = st.send.claim(st.sender_closed.get(), "trioxide::testing::LockstepSendStream::send_all")?;
         if st.receiver_closed.get() {
             return Err(RECEIVER_CLOSED.into());
         }
@@ -211,9 +238,33 @@ impl LockstepSendStream {
     /// end is closed), so that a `send_all` would be taken at once. A
     /// checkpoint. `ClosedResource` if this end is closed (also while
     /// waiting), `BusyResource` during another send-side operation.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{move_on_after, open_nursery, BoxError, Builder, MockClock};
+    /// use trioxide::testing::lockstep_stream_one_way_pair;
+    ///
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(open_nursery(|n| async move {
+    ///     let (tx, rx) = lockstep_stream_one_way_pair();
+    ///     // Nobody receiving: it waits (here until its timeout).
+    ///     let waited = move_on_after(Duration::from_secs(1), tx.wait_send_all_might_not_block()).await?;
+    ///     assert_eq!(waited, None);
+    ///     n.start_soon(async move {
+    ///         assert_eq!(rx.receive_some(&mut [0u8; 4]).await?, 4);
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     tx.wait_send_all_might_not_block().await?; // the receiver is waiting now
+    ///     tx.send_all(b"data").await?;
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
         let st = &*self.state;
-        let claim = st.send.claim(st.sender_closed.get())?;
+        let claim = st
+            .send
+            .claim(st.sender_closed.get(), "trioxide::testing::LockstepSendStream::wait_send_all_might_not_block")?;
         let mut waited = false;
         std::future::poll_fn(|cx| -> Poll<io::Result<()>> {
             if st.sender_closed.get() {
@@ -238,6 +289,28 @@ impl LockstepSendStream {
 
     /// Closes this end: the receiver reads 0, and a waiting send-side
     /// operation wakes with `ClosedResource`. Immediate and idempotent.
+    ///
+    /// ```
+    /// use trioxide::{io_error_kind, open_nursery, run, wait_all_tasks_blocked, BoxError, IoErrorKind};
+    /// use trioxide::testing::lockstep_stream_one_way_pair;
+    ///
+    /// run(open_nursery(|n| async move {
+    ///     let (tx, rx) = lockstep_stream_one_way_pair();
+    ///     let tx = std::rc::Rc::new(tx);
+    ///     let t = tx.clone();
+    ///     n.start_soon(async move {
+    ///         // Waits for a receiver until the close wakes it.
+    ///         let err = t.send_all(b"never taken").await.unwrap_err();
+    ///         assert_eq!(io_error_kind(&err), Some(IoErrorKind::Closed));
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     wait_all_tasks_blocked().await?;
+    ///     tx.close();
+    ///     wait_all_tasks_blocked().await?; // the failed send takes its data back
+    ///     assert_eq!(rx.receive_some(&mut [0u8; 8]).await?, 0); // the end, not the data
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn close(&self) {
         self.state.close_sender();
     }
@@ -251,12 +324,33 @@ impl LockstepReceiveStream {
     /// Errors: `InvalidInput` for an empty `buf`, `ClosedResource` if this
     /// end is closed (also while waiting), `BusyResource` if another task is
     /// receiving.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{move_on_after, open_nursery, BoxError, Builder, MockClock};
+    /// use trioxide::testing::lockstep_stream_one_way_pair;
+    ///
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(open_nursery(|n| async move {
+    ///     let (tx, rx) = lockstep_stream_one_way_pair();
+    ///     let mut buf = [0u8; 8];
+    ///     // No send in progress: the receive waits, and its timeout cancels it.
+    ///     assert_eq!(move_on_after(Duration::from_secs(1), rx.receive_some(&mut buf)).await?, None);
+    ///     n.start_soon(async move { tx.send_all(b"hi").await })?;
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 2);
+    ///     assert_eq!(&buf[..2], b"hi");
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 0); // the sender's task ended
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Err(empty_buffer());
         }
         let st = &*self.state;
-        let claim = st.receive.claim(st.receiver_closed.get())?;
+        let claim =
+            st.receive.claim(st.receiver_closed.get(), "trioxide::testing::LockstepReceiveStream::receive_some")?;
         let _waiting = WaitingFlag(&st.receiver_waiting);
         let mut waited = false;
         let n = std::future::poll_fn(|cx| -> Poll<io::Result<usize>> {
@@ -297,6 +391,24 @@ impl LockstepReceiveStream {
     /// Closes this end: a waiting receive wakes with `ClosedResource`, and
     /// the send in progress (and every later one) fails with
     /// `BrokenResource`. Immediate and idempotent.
+    ///
+    /// ```
+    /// use trioxide::{io_error_kind, open_nursery, run, wait_all_tasks_blocked, BoxError, IoErrorKind};
+    /// use trioxide::testing::lockstep_stream_one_way_pair;
+    ///
+    /// run(open_nursery(|n| async move {
+    ///     let (tx, rx) = lockstep_stream_one_way_pair();
+    ///     n.start_soon(async move {
+    ///         let err = tx.send_all(b"abc").await.unwrap_err(); // waiting, then woken
+    ///         assert_eq!(io_error_kind(&err), Some(IoErrorKind::Broken));
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     wait_all_tasks_blocked().await?;
+    ///     rx.close();
+    ///     rx.close(); // idempotent
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub fn close(&self) {
         self.state.close_receiver();
     }

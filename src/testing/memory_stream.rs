@@ -73,6 +73,25 @@ pub(super) fn take_into(data: &mut VecDeque<u8>, buf: &mut [u8]) -> usize {
 
 /// The future an asynchronous hook returns, borrowing the stream it was
 /// given (`Box::pin(async move { ... })`).
+///
+/// ```
+/// use trioxide::{run, BoxError};
+/// use trioxide::testing::{HookFuture, MemoryReceiveStream};
+///
+/// // A hook as a plain function: the future borrows the stream it is given.
+/// fn feed(rx: &MemoryReceiveStream) -> HookFuture<'_> {
+///     Box::pin(async move { rx.put_data(b"fed") })
+/// }
+///
+/// run(async {
+///     let rx = MemoryReceiveStream::new();
+///     rx.set_receive_some_hook(feed);
+///     let mut buf = [0u8; 8];
+///     assert_eq!(rx.receive_some(&mut buf).await?, 3); // the hook ran first
+///     assert_eq!(&buf[..3], b"fed");
+///     Ok::<_, BoxError>(())
+/// }).unwrap();
+/// ```
 pub type HookFuture<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + 'a>>;
 
 type SendHook = Rc<dyn for<'a> Fn(&'a MemorySendStream) -> HookFuture<'a>>;
@@ -205,9 +224,32 @@ impl MemorySendStream {
     /// Errors: `ClosedResource` after [`close`](MemorySendStream::close),
     /// `BusyResource` if another task is sending, `BrokenResource` if the
     /// receiving end is closed.
+    ///
+    /// ```
+    /// use trioxide::{io_error_kind, run, BoxError, CancelScope, Cancelled, IoErrorKind};
+    /// use trioxide::testing::memory_stream_one_way_pair;
+    ///
+    /// run(async {
+    ///     let (tx, rx) = memory_stream_one_way_pair();
+    ///     tx.send_all(b"abc").await?; // buffered: nobody needs to receive
+    ///     assert_eq!(tx.buffered(), 3);
+    ///     let scope = CancelScope::new();
+    ///     scope.cancel();
+    ///     scope.run(async {
+    ///         let err = tx.send_all(b"def").await.unwrap_err();
+    ///         assert_eq!(io_error_kind(&err), Some(IoErrorKind::Cancelled));
+    ///         Ok::<_, Cancelled>(())
+    ///     }).await?;
+    ///     assert_eq!(tx.buffered(), 3); // the cancelled send sent nothing
+    ///     drop(rx);
+    ///     let err = tx.send_all(b"x").await.unwrap_err();
+    ///     assert_eq!(io_error_kind(&err), Some(IoErrorKind::Broken));
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
         let pipe = &*self.pipe;
-        let _claim = pipe.send.claim(pipe.eof.get())?;
+        let _claim = pipe.send.claim(pipe.eof.get(), "trioxide::testing::MemorySendStream::send_all")?;
         if pipe.receiver_closed.get() {
             return Err(RECEIVER_CLOSED.into());
         }
@@ -226,9 +268,24 @@ impl MemorySendStream {
     /// Returns at once (the buffer is unbounded, so a send never waits); a
     /// checkpoint. `ClosedResource` after `close`, `BusyResource` during
     /// another send.
+    ///
+    /// ```
+    /// use trioxide::{io_error_kind, run, BoxError, IoErrorKind};
+    /// use trioxide::testing::memory_stream_one_way_pair;
+    ///
+    /// run(async {
+    ///     let (tx, _rx) = memory_stream_one_way_pair();
+    ///     tx.wait_send_all_might_not_block().await?; // nobody receiving: returns anyway
+    ///     tx.close();
+    ///     let err = tx.wait_send_all_might_not_block().await.unwrap_err();
+    ///     assert_eq!(io_error_kind(&err), Some(IoErrorKind::Closed));
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
         let pipe = &*self.pipe;
-        let _claim = pipe.send.claim(pipe.eof.get())?;
+        let _claim =
+            pipe.send.claim(pipe.eof.get(), "trioxide::testing::MemorySendStream::wait_send_all_might_not_block")?;
         let hook = self.hooks.wait_send_all_might_not_block.borrow().clone();
         if let Some(hook) = hook {
             hook(self).await?;
@@ -240,6 +297,24 @@ impl MemorySendStream {
     /// Closes this end: the receiver reads what is buffered, then 0.
     /// Immediate and idempotent, but the close hook runs on every call (as
     /// in Trio), dropping the stream included.
+    ///
+    /// ```
+    /// use trioxide::{io_error_kind, run, BoxError, IoErrorKind};
+    /// use trioxide::testing::memory_stream_one_way_pair;
+    ///
+    /// run(async {
+    ///     let (tx, rx) = memory_stream_one_way_pair();
+    ///     tx.send_all(b"last").await?;
+    ///     tx.close();
+    ///     tx.close(); // idempotent
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 4); // what was sent first
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 0); // then the end
+    ///     let err = tx.send_all(b"more").await.unwrap_err();
+    ///     assert_eq!(io_error_kind(&err), Some(IoErrorKind::Closed));
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn close(&self) {
         self.pipe.eof.set(true);
         self.pipe.receive.wake();
@@ -404,7 +479,7 @@ impl MemorySendStream {
     pub async fn get_data(&self, max_bytes: Option<usize>) -> io::Result<Vec<u8>> {
         let max = check_max_bytes(max_bytes)?;
         let pipe = &*self.pipe;
-        let claim = pipe.receive.claim(pipe.receiver_closed.get())?;
+        let claim = pipe.receive.claim(pipe.receiver_closed.get(), "trioxide::testing::MemorySendStream::get_data")?;
         let mut waited = false;
         let data = std::future::poll_fn(|cx| -> Poll<io::Result<Vec<u8>>> {
             if pipe.receiver_closed.get() {
@@ -461,6 +536,20 @@ impl MemorySendStream {
     }
 
     /// Bytes sent but not yet received.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::memory_stream_one_way_pair;
+    ///
+    /// run(async {
+    ///     let (tx, rx) = memory_stream_one_way_pair();
+    ///     tx.send_all(b"12345").await?;
+    ///     assert_eq!(tx.buffered(), 5);
+    ///     rx.receive_some(&mut [0u8; 2]).await?;
+    ///     assert_eq!(tx.buffered(), 3); // the same buffer as rx.buffered()
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn buffered(&self) -> usize {
         self.pipe.data.borrow().len()
     }
@@ -475,12 +564,37 @@ impl MemoryReceiveStream {
     /// Errors: `InvalidInput` for an empty `buf`, `ClosedResource` after
     /// [`close`](MemoryReceiveStream::close) (also while waiting),
     /// `BusyResource` if another task is receiving.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{move_on_after, open_nursery, sleep, BoxError, Builder, MockClock};
+    /// use trioxide::testing::memory_stream_one_way_pair;
+    ///
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(open_nursery(|n| async move {
+    ///     let (tx, rx) = memory_stream_one_way_pair();
+    ///     let mut buf = [0u8; 8];
+    ///     // Nothing sent: the receive waits, and its timeout cancels it.
+    ///     assert_eq!(move_on_after(Duration::from_secs(1), rx.receive_some(&mut buf)).await?, None);
+    ///     n.start_soon(async move {
+    ///         sleep(Duration::from_secs(5)).await?;
+    ///         tx.send_all(b"late").await?;
+    ///         Ok::<_, BoxError>(())
+    ///     })?;
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 4); // waits for the sender
+    ///     assert_eq!(rx.receive_some(&mut buf).await?, 0); // its task ended, closing tx
+    ///     assert!(rx.receive_some(&mut []).await.is_err()); // InvalidInput
+    ///     Ok::<_, BoxError>(())
+    /// })).unwrap();
+    /// ```
     pub async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Err(empty_buffer());
         }
         let pipe = &*self.pipe;
-        let claim = pipe.receive.claim(pipe.receiver_closed.get())?;
+        let claim =
+            pipe.receive.claim(pipe.receiver_closed.get(), "trioxide::testing::MemoryReceiveStream::receive_some")?;
         let hook = self.hooks.receive_some.borrow().clone();
         if let Some(hook) = hook {
             hook(self).await?;
@@ -517,6 +631,23 @@ impl MemoryReceiveStream {
     /// Immediate and idempotent.
     /// The close hook runs on every call (as in Trio), dropping the stream
     /// included.
+    ///
+    /// ```
+    /// use trioxide::{io_error_kind, run, BoxError, IoErrorKind};
+    /// use trioxide::testing::memory_stream_one_way_pair;
+    ///
+    /// run(async {
+    ///     let (tx, rx) = memory_stream_one_way_pair();
+    ///     tx.send_all(b"unread").await?;
+    ///     rx.close();
+    ///     assert_eq!(rx.buffered(), 0); // discarded
+    ///     let err = rx.receive_some(&mut [0u8; 8]).await.unwrap_err();
+    ///     assert_eq!(io_error_kind(&err), Some(IoErrorKind::Closed));
+    ///     let err = tx.send_all(b"more").await.unwrap_err();
+    ///     assert_eq!(io_error_kind(&err), Some(IoErrorKind::Broken));
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn close(&self) {
         self.pipe.receiver_closed.set(true);
         self.pipe.data.borrow_mut().clear();
@@ -660,7 +791,23 @@ impl MemoryReceiveStream {
         self.pipe.send.wake();
     }
 
-    /// Bytes sent but not yet received.
+    /// Bytes sent but not yet received: put with
+    /// [`put_data`](MemoryReceiveStream::put_data) or sent by a pair's
+    /// sending end.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::MemoryReceiveStream;
+    ///
+    /// run(async {
+    ///     let rx = MemoryReceiveStream::new();
+    ///     rx.put_data(b"abcd")?;
+    ///     assert_eq!(rx.buffered(), 4);
+    ///     rx.receive_some(&mut [0u8; 3]).await?;
+    ///     assert_eq!(rx.buffered(), 1);
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn buffered(&self) -> usize {
         self.pipe.data.borrow().len()
     }

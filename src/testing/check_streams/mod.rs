@@ -72,22 +72,101 @@ pub struct CheckFailed {
 
 impl CheckFailed {
     /// The check that failed, such as `"check_two_way_stream"`.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::{check_one_way_stream, CheckFailed, MemoryReceiveStream, MemorySendStream};
+    ///
+    /// run(async {
+    ///     // A broken "pair": the receiver is not connected to the sender, and
+    ///     // holds a byte nobody sent.
+    ///     let maker = || async {
+    ///         let rx = MemoryReceiveStream::new();
+    ///         rx.put_data(b"?")?;
+    ///         Ok((MemorySendStream::new(), rx))
+    ///     };
+    ///     let err = check_one_way_stream(maker, None).await.unwrap_err();
+    ///     let failed = err.downcast_ref::<CheckFailed>().unwrap();
+    ///     assert_eq!(failed.check(), "check_one_way_stream");
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn check(&self) -> &'static str {
         self.check
     }
 
-    /// The property that does not hold, as a sentence.
+    /// The property that does not hold, as a sentence: the first one found
+    /// (the checks stop there).
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::{check_one_way_stream, CheckFailed, MemoryReceiveStream, MemorySendStream};
+    ///
+    /// run(async {
+    ///     // A broken "pair": the receiver is not connected to the sender, and
+    ///     // holds a byte nobody sent.
+    ///     let maker = || async {
+    ///         let rx = MemoryReceiveStream::new();
+    ///         rx.put_data(b"?")?;
+    ///         Ok((MemorySendStream::new(), rx))
+    ///     };
+    ///     let err = check_one_way_stream(maker, None).await.unwrap_err();
+    ///     let failed = err.downcast_ref::<CheckFailed>().unwrap();
+    ///     assert_eq!(failed.property(), "a byte sent with send_all comes out of receive_some");
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn property(&self) -> &'static str {
         self.property
     }
 
     /// What was observed instead.
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError};
+    /// use trioxide::testing::{check_one_way_stream, CheckFailed, MemoryReceiveStream, MemorySendStream};
+    ///
+    /// run(async {
+    ///     // A broken "pair": the receiver is not connected to the sender, and
+    ///     // holds a byte nobody sent.
+    ///     let maker = || async {
+    ///         let rx = MemoryReceiveStream::new();
+    ///         rx.put_data(b"?")?;
+    ///         Ok((MemorySendStream::new(), rx))
+    ///     };
+    ///     let err = check_one_way_stream(maker, None).await.unwrap_err();
+    ///     let failed = err.downcast_ref::<CheckFailed>().unwrap();
+    ///     assert!(failed.detail().contains("received"), "{}", failed.detail());
+    ///     assert!(failed.to_string().starts_with("check_one_way_stream failed: "));
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn detail(&self) -> &str {
         &self.detail
     }
 
     /// True if the failure was found with the pair's ends swapped (a
     /// two-way check runs the one-way checks in both directions).
+    ///
+    /// ```
+    /// use trioxide::{run, BoxError, StapledStream};
+    /// use trioxide::testing::{check_two_way_stream, memory_stream_one_way_pair, CheckFailed};
+    ///
+    /// run(async {
+    ///     // Sound from a to b; from b to a, a byte appears that b never sent.
+    ///     let maker = || async {
+    ///         let (a_to_b, b_from_a) = memory_stream_one_way_pair();
+    ///         let (b_to_a, a_from_b) = memory_stream_one_way_pair();
+    ///         a_from_b.put_data(b"?")?;
+    ///         Ok((StapledStream::new(a_to_b, a_from_b), StapledStream::new(b_to_a, b_from_a)))
+    ///     };
+    ///     let err = check_two_way_stream(maker, None).await.unwrap_err();
+    ///     let failed = err.downcast_ref::<CheckFailed>().unwrap();
+    ///     assert_eq!(failed.check(), "check_two_way_stream");
+    ///     assert!(failed.with_ends_swapped()); // found sending from b to a
+    ///     Ok::<_, BoxError>(())
+    /// }).unwrap();
+    /// ```
     pub fn with_ends_swapped(&self) -> bool {
         self.swapped
     }
