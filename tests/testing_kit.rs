@@ -379,6 +379,32 @@ fn lockstep_send_all_returns_only_once_the_receiver_has_taken_every_byte() {
 }
 
 #[test]
+fn lockstep_close_during_a_waiting_send_all_delivers_none_of_its_bytes() {
+    for seed in SEEDS {
+        run_io(seed, async {
+            let (tx, rx) = lockstep_stream_one_way_pair();
+            let tx = Rc::new(tx);
+            let sent = slot();
+            open_nursery(|n| async move {
+                let t = tx.clone();
+                n.start_soon(keep(&sent, async move { t.send_all(b"hello").await }))?;
+                wait_all_tasks_blocked().await?;
+                tx.close();
+                // The send fails, so its bytes must not arrive: the
+                // receiver reads the end of the stream at once.
+                let mut buf = [0u8; 16];
+                assert_eq!(rx.receive_some(&mut buf).await?, 0);
+                wait_all_tasks_blocked().await?;
+                assert_kind(&taken(&sent), IoErrorKind::Closed);
+                Ok::<_, BoxError>(())
+            })
+            .await?;
+            Ok(())
+        });
+    }
+}
+
+#[test]
 fn lockstep_wait_send_all_might_not_block_waits_until_a_receive_is_waiting() {
     for seed in SEEDS {
         run_io(seed, async {

@@ -360,6 +360,12 @@ impl LockstepReceiveStream {
             if waited && claim.is_cancelled() {
                 return Poll::Ready(Err(Cancelled.into()));
             }
+            // Closed first: bytes still offered belong to a send that the
+            // close makes fail with `ClosedResource`, so they must not be
+            // delivered (the receiver reads 0, as `close` documents).
+            if st.sender_closed.get() {
+                return Poll::Ready(Ok(0));
+            }
             let mut data = st.data.borrow_mut();
             if !data.is_empty() {
                 let n = take_into(&mut data, buf);
@@ -368,9 +374,6 @@ impl LockstepReceiveStream {
                     st.send.wake();
                 }
                 return Poll::Ready(Ok(n));
-            }
-            if st.sender_closed.get() {
-                return Poll::Ready(Ok(0));
             }
             if !waited {
                 waited = true;
