@@ -3,6 +3,7 @@
 //! `Core::current_for`, so the location a panic hook sees is in this file.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Once;
@@ -89,8 +90,28 @@ fn run_state_accessors_outside_run() {
     outside_run!("trioxide::current_task", trioxide::current_task());
     outside_run!("trioxide::task_tree", trioxide::task_tree());
     outside_run!("trioxide::io_stats", trioxide::io_stats());
+    outside_run!("trioxide::current_effective_deadline", trioxide::current_effective_deadline());
     outside_run!("trioxide::notify_closing", trioxide::notify_closing(0));
     outside_run!("trioxide::signal::open_signal_receiver", trioxide::signal::open_signal_receiver(&[libc::SIGUSR1]));
+}
+
+#[test]
+fn moving_the_deadline_of_a_scope_left_entered_after_its_run_names_it() {
+    // A scope future polled once and then forgotten stays entered after its
+    // run; moving or reading its deadline needs the clock, which has gone.
+    let scope = trioxide::CancelScope::with_relative_deadline(Duration::from_secs(3600));
+    trioxide::run(async {
+        let mut fut = Box::pin(scope.run(trioxide::sleep_forever()));
+        std::future::poll_fn(|cx| {
+            assert!(fut.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        std::mem::forget(fut);
+    });
+    outside_run!("trioxide::CancelScope::set_deadline", scope.set_deadline(trioxide::Instant::ZERO));
+    outside_run!("trioxide::CancelScope::set_relative_deadline", scope.set_relative_deadline(Duration::ZERO));
+    outside_run!("trioxide::CancelScope::relative_deadline", scope.relative_deadline());
 }
 
 #[test]

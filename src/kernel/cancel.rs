@@ -80,6 +80,33 @@ enum State {
     Exited,
 }
 
+/// The public operation a scope belongs to, for the messages of misuse
+/// panics. One byte, passed where a `bool` was: the name itself is looked
+/// up only on the (cold) failure path.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ScopeOp {
+    /// [`CancelScope::run`] and its future [`Scoped`].
+    Run,
+    /// [`MoveOn`](crate::MoveOn), the future of `move_on_after`/`move_on_at`.
+    MoveOn,
+    /// [`FailAfter`](crate::FailAfter), the future of `fail_after`/`fail_at`.
+    FailAfter,
+    /// [`open_nursery`](crate::open_nursery): a nursery is a scope too.
+    OpenNursery,
+}
+
+impl ScopeOp {
+    /// The operation's path as a user writes it.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            ScopeOp::Run => "trioxide::CancelScope::run",
+            ScopeOp::MoveOn => "trioxide::MoveOn",
+            ScopeOp::FailAfter => "trioxide::FailAfter",
+            ScopeOp::OpenNursery => "trioxide::open_nursery",
+        }
+    }
+}
+
 /// One cancel scope's state, and its place in the status tree.
 pub(crate) struct ScopeNode {
     /// The cached answer every checkpoint reads.
@@ -247,16 +274,21 @@ impl ScopeNode {
         self.recalc();
     }
 
-    /// Enters the scope under the status `parent`, for the current task.
+    /// Enters the scope under the status `parent`, for the current task,
+    /// on behalf of `op` (named if the scope was entered before).
     ///
     /// # Panics
     /// If the scope was entered before (rule C7: once only, by one task).
-    fn enter(self: &Rc<Self>, core: &Core, parent: *const ScopeNode) {
-        assert!(
-            self.state.get() == State::Unentered,
-            "a CancelScope can be entered only once (this one is {})",
-            if self.state.get() == State::Entered { "already active" } else { "already exited" }
-        );
+    #[inline]
+    fn enter(self: &Rc<Self>, core: &Core, parent: *const ScopeNode, op: ScopeOp) {
+        if self.state.get() != State::Unentered {
+            entered_twice(op, self.state.get());
+        }
+        self.enter_unchecked(core, parent);
+    }
+
+    /// [`enter`](ScopeNode::enter) once the state was checked.
+    fn enter_unchecked(self: &Rc<Self>, core: &Core, parent: *const ScopeNode) {
         // SAFETY: `parent` is `Core::current_status`, which during a poll
         // points at a node kept alive by an `Rc` (see the module docs). We
         // take a strong count of our own before making an `Rc` from it.
@@ -357,9 +389,10 @@ impl ScopeNode {
     /// of its body (Trio's rule: it is effectively cancelled and the
     /// cancellation is not just its parent's showing through).
     ///
-    /// `strict` reports misnesting (rule C16) by panicking; it is false when
-    /// exiting from a destructor, where a panic could abort.
-    fn exit(&self, strict: bool) -> bool {
+    /// `strict` names the operation exiting, which reports misnesting
+    /// (rule C16) by panicking; it is `None` when exiting from a destructor,
+    /// where a panic could abort.
+    fn exit(&self, strict: Option<ScopeOp>) -> bool {
         let catches = self.effectively_cancelled.get() && !self.parent_cancellation_is_visible();
         let open_children = self.children.borrow().len();
         if let Some(k) = self.timer.take() {
@@ -377,11 +410,8 @@ impl ScopeNode {
                 c.parent.borrow_mut().take();
                 c.parent_ptr.set(std::ptr::null());
             }
-            if strict {
-                panic!(
-                    "cancel scope misnesting: a scope exited while {open_children} scope(s) entered inside it \
-                     were still open; cancel scopes must be exited in the reverse order they were entered"
-                );
+            if let Some(op) = strict {
+                exited_with_open_children(op, open_children);
             }
         }
         catches
@@ -487,12 +517,43 @@ impl std::fmt::Debug for CancelScope {
 }
 
 impl CancelScope {
-    /// A scope with no deadline, not shielded.
+    /// A scope with no deadline, not shielded: it is cancelled only by
+    /// [`cancel`](CancelScope::cancel).
+    ///
+    /// ```
+    /// use trioxide::{checkpoint, run, CancelScope};
+    /// run(async {
+    ///     let scope = CancelScope::new();
+    ///     let out = scope.run(async {
+    ///         scope.cancel(); // from inside: the next checkpoint sees it
+    ///         checkpoint().await?;
+    ///         Ok::<_, trioxide::Cancelled>("not reached")
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None)); // the scope caught its own Cancelled
+    /// });
+    /// ```
     pub fn new() -> CancelScope {
         CancelScope { node: Rc::new(ScopeNode::new(State::Unentered)) }
     }
 
     /// A scope cancelled when the clock reaches `deadline`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{current_time, sleep, Builder, CancelScope, Cancelled, MockClock};
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(async {
+    ///     let deadline = current_time() + Duration::from_secs(2);
+    ///     let scope = CancelScope::with_deadline(deadline);
+    ///     let out = scope.run(async {
+    ///         sleep(Duration::from_secs(60)).await?;
+    ///         Ok::<_, Cancelled>(())
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None));
+    ///     assert_eq!(current_time(), deadline); // woken at the deadline
+    /// });
+    /// ```
     pub fn with_deadline(deadline: Instant) -> CancelScope {
         let s = CancelScope::new();
         s.node.deadline.set(deadline);
@@ -501,13 +562,52 @@ impl CancelScope {
 
     /// A scope cancelled `timeout` after it is entered (not after it is
     /// built: rule C11).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{current_time, sleep, Builder, CancelScope, Cancelled, MockClock};
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(async {
+    ///     let scope = CancelScope::with_relative_deadline(Duration::from_secs(1));
+    ///     sleep(Duration::from_secs(10)).await?; // the timeout is not running yet
+    ///     let entered = current_time();
+    ///     let out = scope.run(async {
+    ///         sleep(Duration::from_secs(5)).await?;
+    ///         Ok::<_, Cancelled>(())
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None));
+    ///     assert_eq!(current_time(), entered + Duration::from_secs(1));
+    ///     Ok::<_, Cancelled>(())
+    /// }).unwrap();
+    /// ```
     pub fn with_relative_deadline(timeout: Duration) -> CancelScope {
         let s = CancelScope::new();
         s.node.relative.set(Some(timeout));
         s
     }
 
-    /// A shielded scope: cancellation from outside does not reach its body.
+    /// A shielded scope: cancellation from outside does not reach its body
+    /// (its own [`cancel`](CancelScope::cancel) or deadline still does).
+    ///
+    /// ```
+    /// use trioxide::{checkpoint, run, CancelScope, Cancelled};
+    /// run(async {
+    ///     let outer = CancelScope::new();
+    ///     let out = outer.run(async {
+    ///         outer.cancel();
+    ///         // Cleanup behind a shield still gets through its checkpoints.
+    ///         let cleanup = CancelScope::shielded().run(async {
+    ///             checkpoint().await?;
+    ///             Ok::<_, Cancelled>("cleaned up")
+    ///         }).await;
+    ///         assert_eq!(cleanup, Ok(Some("cleaned up")));
+    ///         checkpoint().await?; // outside the shield: cancelled
+    ///         Ok::<_, Cancelled>(())
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None));
+    /// });
+    /// ```
     pub fn shielded() -> CancelScope {
         let s = CancelScope::new();
         s.node.shield.set(true);
@@ -521,11 +621,59 @@ impl CancelScope {
     /// Cancels the scope: its body sees `Err(Cancelled)` at every checkpoint
     /// from now on, and a task blocked inside it wakes at once. Cancelling
     /// twice, before entry or after exit is harmless.
+    ///
+    /// Any task may cancel a scope through a clone of the handle. The
+    /// scope catches only its own cancellation: code inside a scope that
+    /// an *outer* scope cancels gets `Err(Cancelled)` out of `run`, to pass
+    /// on with `?`.
+    ///
+    /// ```
+    /// use trioxide::{checkpoint, run, CancelScope, Cancelled};
+    /// run(async {
+    ///     let outer = CancelScope::new();
+    ///     let inner = CancelScope::new();
+    ///     let out = outer.run(async {
+    ///         let r = inner.run(async {
+    ///             outer.cancel();
+    ///             checkpoint().await?;
+    ///             Ok::<_, Cancelled>(())
+    ///         }).await;
+    ///         assert_eq!(r, Err(Cancelled)); // not inner's to catch
+    ///         r
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None)); // outer caught it
+    ///     assert!(!inner.cancelled_caught() && outer.cancelled_caught());
+    /// });
+    /// ```
     pub fn cancel(&self) {
         self.node.cancel();
     }
 
-    /// Whether the scope was cancelled (by hand or by its deadline).
+    /// Whether the scope was cancelled (by hand or by its deadline), whether
+    /// or not the body noticed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{sleep, Builder, CancelScope, Cancelled, MockClock};
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(async {
+    ///     let scope = CancelScope::with_relative_deadline(Duration::from_secs(1));
+    ///     assert!(!scope.cancel_called());
+    ///     let out = scope.run(async {
+    ///         sleep(Duration::from_secs(5)).await?;
+    ///         Ok::<_, Cancelled>(())
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None));
+    ///     assert!(scope.cancel_called()); // the deadline cancelled it
+    ///
+    ///     let quiet = CancelScope::new();
+    ///     quiet.run(async { Ok::<_, Cancelled>(()) }).await?;
+    ///     quiet.cancel(); // after exit: recorded, harmless
+    ///     assert!(quiet.cancel_called() && !quiet.cancelled_caught());
+    ///     Ok::<_, Cancelled>(())
+    /// }).unwrap();
+    /// ```
     pub fn cancel_called(&self) -> bool {
         let n = &self.node;
         if !n.cancel_called.get() && n.state.get() != State::Exited && n.deadline.get() != Instant::FAR_FUTURE {
@@ -544,21 +692,94 @@ impl CancelScope {
         self.node.cancel_seen.get()
     }
 
-    /// Whether the scope caught a `Cancelled` when its body finished.
+    /// Whether the scope caught a `Cancelled` when its body finished: it
+    /// was cancelled and the body returned the `Cancelled` (then `run` gave
+    /// `Ok(None)`). A cancelled scope whose body finished anyway, or
+    /// swallowed the error, caught nothing.
+    ///
+    /// ```
+    /// use trioxide::{checkpoint, run, CancelScope, Cancelled};
+    /// run(async {
+    ///     let caught = CancelScope::new();
+    ///     let out = caught.run(async {
+    ///         caught.cancel();
+    ///         checkpoint().await?;
+    ///         Ok::<_, Cancelled>(1)
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None));
+    ///     assert!(caught.cancel_called() && caught.cancelled_caught());
+    ///
+    ///     let finished = CancelScope::new();
+    ///     let out = finished.run(async {
+    ///         finished.cancel();
+    ///         Ok::<_, Cancelled>(2) // no checkpoint: finishes anyway
+    ///     }).await;
+    ///     assert_eq!(out, Ok(Some(2)));
+    ///     assert!(finished.cancel_called() && !finished.cancelled_caught());
+    /// });
+    /// ```
     pub fn cancelled_caught(&self) -> bool {
         self.node.cancelled_caught.get()
     }
 
-    /// The absolute deadline ([`Instant::FAR_FUTURE`] if none).
+    /// The absolute deadline ([`Instant::FAR_FUTURE`] if none). A relative
+    /// deadline becomes absolute when the scope is entered.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{current_time, Builder, CancelScope, Cancelled, Instant, MockClock};
+    /// Builder::new().clock(MockClock::new()).run(async {
+    ///     assert_eq!(CancelScope::new().deadline(), Instant::FAR_FUTURE);
+    ///     let scope = CancelScope::with_relative_deadline(Duration::from_secs(3));
+    ///     assert_eq!(scope.deadline(), Instant::FAR_FUTURE); // not entered yet
+    ///     let start = current_time();
+    ///     scope.run(async {
+    ///         assert_eq!(scope.deadline(), start + Duration::from_secs(3));
+    ///         Ok::<_, Cancelled>(())
+    ///     }).await
+    /// }).unwrap();
+    /// ```
     pub fn deadline(&self) -> Instant {
         self.node.deadline.get()
     }
 
-    /// Sets the absolute deadline. Inside the scope, a deadline moved earlier
-    /// takes effect at the next checkpoint; one already passed cancels now.
+    /// Sets the absolute deadline (replacing a relative one). Inside the
+    /// scope, a deadline moved earlier takes effect at the next
+    /// checkpoint, one moved later postpones the cancellation, and one
+    /// already passed cancels now. After exit it changes nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{current_time, sleep, Builder, CancelScope, Cancelled, MockClock};
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(async {
+    ///     let start = current_time();
+    ///     let scope = CancelScope::with_relative_deadline(Duration::from_secs(1));
+    ///     let out = scope.run(async {
+    ///         // More time: the deadline moves later while inside.
+    ///         scope.set_deadline(start + Duration::from_secs(10));
+    ///         sleep(Duration::from_secs(5)).await?;
+    ///         assert_eq!(current_time(), start + Duration::from_secs(5));
+    ///         // A deadline already passed cancels at once.
+    ///         scope.set_deadline(start);
+    ///         assert!(scope.cancel_called());
+    ///         sleep(Duration::from_secs(5)).await?;
+    ///         Ok::<_, Cancelled>(())
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None));
+    ///     assert_eq!(current_time(), start + Duration::from_secs(5));
+    /// });
+    /// ```
+    ///
+    /// # Panics
+    /// On an entered scope, outside [`run`](crate::run) (it reads the
+    /// clock): "trioxide::CancelScope::set_deadline must be called from
+    /// inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn set_deadline(&self, deadline: Instant) {
         if self.node.state.get() == State::Entered {
-            let core = Core::current();
+            let core = Core::current_for("trioxide::CancelScope::set_deadline");
             self.set_deadline_inside(core, deadline, core.now());
         } else {
             self.node.deadline.set(deadline);
@@ -576,7 +797,36 @@ impl CancelScope {
     }
 
     /// Sets a deadline relative to the moment of entry (before entry) or to
-    /// now (while inside).
+    /// now (while inside); after exit it changes nothing. Inside, it is a
+    /// way to extend a timeout: each call restarts the countdown.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{current_time, sleep, Builder, CancelScope, Cancelled, MockClock};
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(async {
+    ///     let start = current_time();
+    ///     let idle = CancelScope::new();
+    ///     idle.set_relative_deadline(Duration::from_secs(2)); // counts from entry
+    ///     let out = idle.run(async {
+    ///         for _ in 0..3 {
+    ///             sleep(Duration::from_secs(1)).await?; // some progress...
+    ///             idle.set_relative_deadline(Duration::from_secs(2)); // ...resets the timeout
+    ///         }
+    ///         sleep(Duration::from_secs(10)).await?; // no progress: times out
+    ///         Ok::<_, Cancelled>(())
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None));
+    ///     assert_eq!(current_time(), start + Duration::from_secs(3 + 2));
+    /// });
+    /// ```
+    ///
+    /// # Panics
+    /// On an entered scope, outside [`run`](crate::run) (it reads the
+    /// clock): "trioxide::CancelScope::set_relative_deadline must be called
+    /// from inside trioxide::run", at the caller's line.
+    #[track_caller]
     pub fn set_relative_deadline(&self, timeout: Duration) {
         match self.node.state.get() {
             State::Unentered => {
@@ -584,7 +834,7 @@ impl CancelScope {
                 self.node.relative.set(Some(timeout));
             }
             State::Entered => {
-                let core = Core::current();
+                let core = Core::current_for("trioxide::CancelScope::set_relative_deadline");
                 let now = core.now();
                 self.set_deadline_inside(core, now + timeout, now);
             }
@@ -631,9 +881,12 @@ impl CancelScope {
     /// ```
     ///
     /// # Panics
-    /// Outside a run, when the answer needs the clock (an absolute
-    /// deadline, or a scope already entered).
+    /// Outside [`run`](crate::run), when the answer needs the clock (an
+    /// absolute deadline, or a scope already entered):
+    /// "trioxide::CancelScope::relative_deadline must be called from inside
+    /// trioxide::run", at the caller's line.
     #[must_use = "`relative_deadline` only reads the time left; `set_relative_deadline` changes it"]
+    #[track_caller]
     pub fn relative_deadline(&self) -> Option<Duration> {
         let n = &self.node;
         if n.state.get() == State::Unentered {
@@ -645,32 +898,100 @@ impl CancelScope {
         if deadline == Instant::FAR_FUTURE {
             return None;
         }
-        Some(deadline.saturating_duration_since(Core::current().now()))
+        Some(deadline.saturating_duration_since(Core::current_for("trioxide::CancelScope::relative_deadline").now()))
     }
 
     /// Whether the scope is shielded.
+    ///
+    /// ```
+    /// use trioxide::CancelScope;
+    /// assert!(!CancelScope::new().shield());
+    /// assert!(CancelScope::shielded().shield());
+    /// ```
     pub fn shield(&self) -> bool {
         self.node.shield.get()
     }
 
     /// Shields or unshields the scope; takes effect at once, also for a task
     /// already blocked inside (rules C3, C4).
+    ///
+    /// ```
+    /// use trioxide::{checkpoint, run, CancelScope, Cancelled};
+    /// run(async {
+    ///     let outer = CancelScope::new();
+    ///     let inner = CancelScope::new();
+    ///     inner.set_shield(true);
+    ///     let out = outer.run(async {
+    ///         outer.cancel();
+    ///         inner.run(async {
+    ///             checkpoint().await?; // shielded: not cancelled
+    ///             inner.set_shield(false); // the outer cancellation now reaches in
+    ///             checkpoint().await?;
+    ///             Ok::<_, Cancelled>(())
+    ///         }).await
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None)); // caught by outer, not by inner
+    ///     assert!(outer.cancelled_caught() && !inner.cancelled_caught());
+    /// });
+    /// ```
     pub fn set_shield(&self, shield: bool) {
         if self.node.shield.replace(shield) != shield && self.node.state.get() == State::Entered {
             self.node.recalc();
         }
     }
 
-    /// Runs `body` inside this scope.
+    /// Runs `body` inside this scope: the returned future enters the scope
+    /// when first polled and exits it when the body finishes.
     ///
     /// The output is `Ok(Some(value))` if the body finished, `Ok(None)` if
     /// this scope was cancelled and caught the body's `Cancelled`, and
-    /// `Err(e)` for any other error (an outer scope's `Cancelled` included).
+    /// `Err(e)` for any other error (an outer scope's `Cancelled` included:
+    /// pass it on with `?`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{sleep, Builder, CancelScope, Cancelled, MockClock};
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(async {
+    ///     // Finished in time: the value.
+    ///     let scope = CancelScope::with_relative_deadline(Duration::from_secs(5));
+    ///     let out = scope.run(async { Ok::<_, Cancelled>(7) }).await;
+    ///     assert_eq!(out, Ok(Some(7)));
+    ///
+    ///     // Its own deadline fired: caught, `Ok(None)`.
+    ///     let scope = CancelScope::with_relative_deadline(Duration::from_secs(1));
+    ///     let out = scope.run(async {
+    ///         sleep(Duration::from_secs(5)).await?;
+    ///         Ok::<_, Cancelled>(7)
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None));
+    ///
+    ///     // An outer scope's deadline fired: `Err(Cancelled)` passes through.
+    ///     let outer = CancelScope::with_relative_deadline(Duration::from_secs(1));
+    ///     let out = outer.run(async {
+    ///         let inner = CancelScope::new().run(async {
+    ///             sleep(Duration::from_secs(5)).await?;
+    ///             Ok::<_, Cancelled>(7)
+    ///         }).await;
+    ///         assert_eq!(inner, Err(Cancelled));
+    ///         inner
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None));
+    /// });
+    /// ```
     ///
     /// # Panics
-    /// When polled if the scope was already entered (a scope can be entered
-    /// once only, rule C7), or if it is polled under a different scope than
-    /// the one it was entered in (misnesting, rule C16).
+    /// The panics come from polling the returned [`Scoped`] future, so they
+    /// name "trioxide::CancelScope::run" but cannot point at the caller's
+    /// line:
+    /// * the scope was already entered: "a cancel scope can be entered only
+    ///   once" (rule C7);
+    /// * a task other than the one that entered it polls it (rule C7);
+    /// * it is polled under a different scope than the one it was entered
+    ///   in, or exits while a scope entered inside it is still open
+    ///   ("cancel scope misnesting", rule C16);
+    /// * it is polled after it completed, or outside [`run`](crate::run).
     pub fn run<F, T, E>(&self, body: F) -> Scoped<F>
     where
         F: Future<Output = Result<T, E>>,
@@ -688,7 +1009,32 @@ enum Phase {
 }
 
 pin_project! {
-    /// The future of [`CancelScope::run`].
+    /// The future of [`CancelScope::run`]: polling it enters the scope,
+    /// its output is the body's result with the scope's own cancellation
+    /// caught (`Ok(None)`). It can be built ahead and awaited later; the
+    /// scope counts as entered only from the first poll.
+    ///
+    /// ```
+    /// use trioxide::{checkpoint, run, CancelScope, Cancelled, Scoped};
+    /// run(async {
+    ///     let scope = CancelScope::new();
+    ///     let fut: Scoped<_> = scope.run(async {
+    ///         checkpoint().await?;
+    ///         Ok::<_, Cancelled>("done")
+    ///     });
+    ///     scope.cancel(); // before the first poll: the body starts cancelled
+    ///     assert_eq!(fut.await, Ok(None));
+    ///     assert!(scope.cancelled_caught());
+    /// });
+    /// ```
+    ///
+    /// # Panics
+    /// When polled, naming "trioxide::CancelScope::run" (see
+    /// [`CancelScope::run`] for the rules): if its scope was entered
+    /// before, by another task than the one that entered the scope, under
+    /// another scope than the one it was entered in, after completion, or
+    /// outside [`run`](crate::run); and when the body finishes while a
+    /// scope entered inside it is still open (misnesting).
     #[must_use = "a cancel scope does nothing unless awaited"]
     pub struct Scoped<F> {
         #[pin]
@@ -701,7 +1047,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if *this.phase == Phase::Inside {
-                this.node.exit(false);
+                this.node.exit(None);
             }
         }
     }
@@ -716,15 +1062,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let core = Core::current();
+        let core = Core::current_for(ScopeOp::Run.name());
         let prev = core.current_status_ptr();
         match *this.phase {
             Phase::New => {
-                this.node.enter(core, effective_status(core, prev));
+                this.node.enter(core, effective_status(core, prev), ScopeOp::Run);
                 *this.phase = Phase::Inside;
             }
-            Phase::Inside => check_nesting(this.node, core, prev),
-            Phase::Done => panic!("cancel scope future polled after completion"),
+            Phase::Inside => check_nesting_for(this.node, core, prev, ScopeOp::Run),
+            Phase::Done => polled_after_completion(ScopeOp::Run),
         }
         core.current_status.set(Rc::as_ptr(this.node));
         let out = this.body.poll(cx);
@@ -736,53 +1082,89 @@ where
             }
             Poll::Ready(out) => {
                 *this.phase = Phase::Done;
-                Poll::Ready(finish(this.node, out))
+                Poll::Ready(finish(this.node, out, ScopeOp::Run))
             }
         }
     }
 }
 
-/// Panics if a scope is polled by another task than the one that entered it
-/// (rule C7), or under a different status than it entered in (C16).
+/// [`check_nesting_for`] a nursery's scope ([`open_nursery`](crate::open_nursery)).
+#[inline]
+pub(crate) fn check_nesting(node: &ScopeNode, core: &Core, current: *const ScopeNode) {
+    check_nesting_for(node, core, current, ScopeOp::OpenNursery);
+}
+
+/// Panics, naming `op`, if a scope is polled by another task than the one
+/// that entered it (rule C7), or under a different status than it entered
+/// in (C16).
 ///
 /// `current` is the physical current status; while a timeout's first poll
 /// runs transparently the code is logically inside that timeout, which the
 /// slow path takes into account (module docs, "Timeouts enter lazily").
 #[inline]
-pub(crate) fn check_nesting(node: &ScopeNode, core: &Core, current: *const ScopeNode) {
+fn check_nesting_for(node: &ScopeNode, core: &Core, current: *const ScopeNode, op: ScopeOp) {
     if node.owner.get() != core.current_task.get() || node.parent_ptr.get() != current || lazy_frame_over(current) {
-        check_nesting_slow(node, core, current);
+        check_nesting_slow(node, core, current, op);
     }
 }
 
 #[cold]
 #[inline(never)]
-fn check_nesting_slow(node: &ScopeNode, core: &Core, current: *const ScopeNode) {
+fn check_nesting_slow(node: &ScopeNode, core: &Core, current: *const ScopeNode, op: ScopeOp) {
     let other_task = node.owner.get() != core.current_task.get();
     if !other_task && Some(node.parent_ptr.get()) == logical_status(current) {
         return;
     }
-    misnested(other_task);
+    misnested(op, other_task);
+}
+
+// The misuse panics. Each names the operation (`ScopeOp::name`) and the
+// rule; they are raised while a future is polled, so they cannot point at
+// the user's line, only name what was misused.
+
+#[cold]
+#[inline(never)]
+fn misnested(op: ScopeOp, other_task: bool) -> ! {
+    let op = op.name();
+    if other_task {
+        panic!(
+            "{op}: a cancel scope was entered by one task and polled by another; \
+             a cancel scope belongs to the task that entered it (rule C7)"
+        );
+    }
+    panic!(
+        "{op}: cancel scope misnesting: a scope was polled outside the scope it was entered in; \
+         a cancel scope must be awaited where it was first polled (rule C16)"
+    );
 }
 
 #[cold]
 #[inline(never)]
-fn misnested(other_task: bool) -> ! {
-    if other_task {
-        panic!(
-            "a CancelScope was entered by one task and polled by another; \
-             a cancel scope belongs to the task that entered it"
-        );
-    }
+fn entered_twice(op: ScopeOp, state: State) -> ! {
+    let op = op.name();
+    let state = if state == State::Entered { "already active" } else { "already exited" };
+    panic!("{op}: a cancel scope can be entered only once (rule C7; this one is {state})");
+}
+
+#[cold]
+#[inline(never)]
+fn exited_with_open_children(op: ScopeOp, open_children: usize) -> ! {
+    let op = op.name();
     panic!(
-        "cancel scope misnesting: a scope was polled outside the scope it was entered in; \
-         a cancel scope must be awaited where it was first polled"
+        "{op}: cancel scope misnesting: a scope exited while {open_children} scope(s) entered inside it \
+         were still open; cancel scopes must be exited in the reverse order they were entered (rule C16)"
     );
 }
 
-/// Exits `node` and decides what its body's outcome becomes.
-fn finish<T, E: Cancellation>(node: &ScopeNode, out: Result<T, E>) -> Result<Option<T>, E> {
-    let catches = node.exit(true);
+#[cold]
+#[inline(never)]
+fn polled_after_completion(op: ScopeOp) -> ! {
+    panic!("{}: future polled after completion", op.name());
+}
+
+/// Exits `node` (for `op`) and decides what its body's outcome becomes.
+fn finish<T, E: Cancellation>(node: &ScopeNode, out: Result<T, E>, op: ScopeOp) -> Result<Option<T>, E> {
+    let catches = node.exit(Some(op));
     match out {
         Ok(v) => Ok(Some(v)),
         Err(e) if catches => {
@@ -803,16 +1185,18 @@ fn finish<T, E: Cancellation>(node: &ScopeNode, out: Result<T, E>) -> Result<Opt
 pub(crate) mod raw {
     use super::*;
 
-    /// Enters `node` under the current status and returns the previous one.
+    /// Enters `node` (a nursery's scope) under the current status and
+    /// returns the previous one.
     pub(crate) fn enter(node: &Rc<ScopeNode>, core: &Core) -> *const ScopeNode {
         let prev = core.current_status_ptr();
-        node.enter(core, effective_status(core, prev));
+        node.enter(core, effective_status(core, prev), ScopeOp::OpenNursery);
         prev
     }
 
-    /// Exits `node`; returns whether it catches a `Cancelled`.
+    /// Exits `node` (a nursery's scope); returns whether it catches a
+    /// `Cancelled`. `strict`: panic on misnesting (see `ScopeNode::exit`).
     pub(crate) fn exit(node: &ScopeNode, strict: bool) -> bool {
-        node.exit(strict)
+        node.exit(strict.then_some(ScopeOp::OpenNursery))
     }
 
     pub(crate) fn set_caught(node: &ScopeNode) {
@@ -1033,7 +1417,7 @@ pin_project! {
             let this = this.project();
             if let Some(node) = this.frame.node.get() {
                 if matches!(this.frame.phase.get(), LazyPhase::First | LazyPhase::Inside) {
-                    node.exit(false);
+                    node.exit(None);
                 }
             }
         }
@@ -1094,22 +1478,22 @@ impl<F> std::fmt::Debug for TimeoutScoped<F> {
     }
 }
 
-impl<F, T, E> Future for TimeoutScoped<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Cancellation,
-{
-    type Output = Result<Option<T>, E>;
-
+impl<F> TimeoutScoped<F> {
+    /// Polls the timeout for the public future `op` (`MoveOn` or
+    /// `FailAfter`), which misuse panics name.
     #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    pub(crate) fn poll_for<T, E>(self: Pin<&mut Self>, cx: &mut Context<'_>, op: ScopeOp) -> Poll<Result<Option<T>, E>>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Cancellation,
+    {
         let mut this = self.project();
         let frame: &Frame = this.frame;
-        let core = Core::current();
+        let core = Core::current_for(op.name());
         let prev = core.current_status_ptr();
         let phase = frame.phase.get();
         if phase == LazyPhase::New && frame.node.get().is_none() {
-            if let Some(out) = first_poll(frame, core, prev, this.body.as_mut(), cx) {
+            if let Some(out) = first_poll(frame, core, prev, this.body.as_mut(), cx, op) {
                 return out;
             }
         }
@@ -1123,16 +1507,16 @@ where
                     frame.relative.set(NO_RELATIVE);
                     frame.make_node()
                 });
-                node.enter(core, effective_status(core, prev));
+                node.enter(core, effective_status(core, prev), op);
                 frame.phase.set(LazyPhase::Inside);
                 node
             }
             LazyPhase::Inside => {
                 let node = frame.node.get().expect("an entered timeout has its node");
-                check_nesting(node, core, prev);
+                check_nesting_for(node, core, prev, op);
                 node
             }
-            LazyPhase::First | LazyPhase::Done => panic!("timeout future polled after completion"),
+            LazyPhase::First | LazyPhase::Done => polled_after_completion(op),
         };
         core.current_status.set(Rc::as_ptr(node));
         let out = this.body.as_mut().poll(cx);
@@ -1144,7 +1528,7 @@ where
             }
             Poll::Ready(out) => {
                 frame.phase.set(LazyPhase::Done);
-                Poll::Ready(finish(node, out))
+                Poll::Ready(finish(node, out, op))
             }
         }
     }
@@ -1161,6 +1545,7 @@ fn first_poll<F, T, E>(
     prev: *const ScopeNode,
     body: Pin<&mut F>,
     cx: &mut Context<'_>,
+    op: ScopeOp,
 ) -> Option<Poll<Result<Option<T>, E>>>
 where
     F: Future<Output = Result<T, E>>,
@@ -1200,7 +1585,7 @@ where
                 // Never needed a node: nothing was entered inside it, and it
                 // was not cancelled, so it catches nothing.
                 None => Poll::Ready(out.map(Some)),
-                Some(node) => Poll::Ready(finish(node, out)),
+                Some(node) => Poll::Ready(finish(node, out, op)),
             }
         }
         Poll::Pending => {
@@ -1257,11 +1642,14 @@ where
 /// ```
 ///
 /// # Panics
-/// Outside a trioxide task.
+/// Outside a trioxide task; outside [`run`](crate::run) with
+/// "trioxide::current_effective_deadline must be called from inside
+/// trioxide::run", at the caller's line.
 #[must_use = "`current_effective_deadline` only reads the deadline; it is not a checkpoint \
               (`checkpoint_if_cancelled()` checks for cancellation)"]
+#[track_caller]
 pub fn current_effective_deadline() -> Instant {
-    let core = Core::current();
+    let core = Core::current_for("trioxide::current_effective_deadline");
     let current = core.current_status_ptr();
     // SAFETY: the current status is kept alive for the duration of the poll
     // (module docs); we only read it here.

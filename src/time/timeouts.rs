@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use crate::kernel::cancel::{CancelScope, TimeoutScoped};
+use crate::kernel::cancel::{CancelScope, ScopeOp, TimeoutScoped};
 use crate::kernel::clock::Instant;
 use crate::kernel::error::{Cancellation, TooSlow};
 
@@ -126,6 +126,48 @@ pin_project! {
     /// The future of [`move_on_after`] and [`move_on_at`], and the timeout's
     /// cancel scope: [`shield`](MoveOn::shield) it before awaiting, or take a
     /// [`scope`](MoveOn::scope) handle.
+    ///
+    /// Its output is `Ok(Some(value))` if the body finished in time,
+    /// `Ok(None)` if the timeout's own deadline cancelled it, and `Err(e)`
+    /// for the body's other errors, a [`Cancelled`](crate::Cancelled) from
+    /// an outer scope included (the timeout catches only its own).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{move_on_after, sleep, Builder, CancelScope, Cancelled, MockClock};
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(async {
+    ///     let quick = move_on_after(Duration::from_secs(1), async { Ok::<_, Cancelled>(1) });
+    ///     assert_eq!(quick.await, Ok(Some(1)));
+    ///
+    ///     let slow = move_on_after(Duration::from_secs(1), async {
+    ///         sleep(Duration::from_secs(5)).await?;
+    ///         Ok::<_, Cancelled>(2)
+    ///     });
+    ///     assert_eq!(slow.await, Ok(None)); // its own deadline
+    ///
+    ///     let outer = CancelScope::with_relative_deadline(Duration::from_secs(1));
+    ///     let out = outer.run(async {
+    ///         let r = move_on_after(Duration::from_secs(10), async {
+    ///             sleep(Duration::from_secs(5)).await?;
+    ///             Ok::<_, Cancelled>(3)
+    ///         })
+    ///         .await;
+    ///         assert_eq!(r, Err(Cancelled)); // the outer deadline, not ours
+    ///         r
+    ///     }).await;
+    ///     assert_eq!(out, Ok(None));
+    /// });
+    /// ```
+    ///
+    /// # Panics
+    /// When polled, naming "trioxide::MoveOn": if its scope (through a
+    /// [`scope`](MoveOn::scope) handle) was entered elsewhere before; if
+    /// polled by another task than the one that first polled it, under
+    /// another scope than the one it was first polled in, after completion,
+    /// or outside [`run`](crate::run); and when the body finishes while a
+    /// scope entered inside it is still open (misnesting, rule C16).
     #[must_use = "a timeout does nothing unless awaited: `.await` it to run the body under the deadline"]
     pub struct MoveOn<F> {
         #[pin]
@@ -137,6 +179,45 @@ pin_project! {
     /// The future of [`fail_after`] and [`fail_at`], and the timeout's cancel
     /// scope: [`shield`](FailAfter::shield) it before awaiting, or take a
     /// [`scope`](FailAfter::scope) handle.
+    ///
+    /// Its output is `Ok(value)` if the body finished in time, and
+    /// `Err(TooSlow.into())` only if the timeout's own deadline cancelled it
+    /// (rule C12); a cancellation from an outer scope passes through as
+    /// [`Cancelled`](crate::Cancelled), not as [`TooSlow`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trioxide::{fail_after, sleep, BoxError, Builder, CancelScope, Cancelled, MockClock, TooSlow};
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// Builder::new().clock(clock).run(async {
+    ///     let quick = fail_after(Duration::from_secs(1), async { Ok::<_, BoxError>(1) });
+    ///     assert_eq!(quick.await.unwrap(), 1);
+    ///
+    ///     let slow = fail_after(Duration::from_secs(1), async {
+    ///         sleep(Duration::from_secs(5)).await?;
+    ///         Ok::<_, BoxError>(2)
+    ///     });
+    ///     assert!(slow.await.unwrap_err().is::<TooSlow>()); // its own deadline
+    ///
+    ///     let outer = CancelScope::with_relative_deadline(Duration::from_secs(1));
+    ///     let out = outer.run(async {
+    ///         let r = fail_after(Duration::from_secs(10), async {
+    ///             sleep(Duration::from_secs(5)).await?;
+    ///             Ok::<_, BoxError>(3)
+    ///         })
+    ///         .await;
+    ///         let e = r.unwrap_err();
+    ///         assert!(e.is::<Cancelled>()); // the outer deadline: not TooSlow
+    ///         Err::<(), _>(e)
+    ///     }).await;
+    ///     assert!(out.unwrap().is_none()); // caught by the outer scope
+    /// });
+    /// ```
+    ///
+    /// # Panics
+    /// When polled, naming "trioxide::FailAfter", in the cases listed for
+    /// [`MoveOn`].
     #[must_use = "a timeout does nothing unless awaited: `.await` it to run the body under the deadline"]
     pub struct FailAfter<F> {
         #[pin]
@@ -243,7 +324,7 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        self.project().inner.poll_for(cx, ScopeOp::MoveOn)
     }
 }
 
@@ -255,7 +336,7 @@ where
     type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().inner.poll(cx) {
+        match self.project().inner.poll_for(cx, ScopeOp::FailAfter) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(Some(v))) => Poll::Ready(Ok(v)),
             // Rule C12: TooSlow only when the scope caught its own Cancelled.
