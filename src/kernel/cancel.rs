@@ -287,18 +287,19 @@ impl ScopeNode {
         self.enter_unchecked(core, parent);
     }
 
-    /// [`enter`](ScopeNode::enter) once the state was checked.
-    fn enter_unchecked(self: &Rc<Self>, core: &Core, parent: *const ScopeNode) {
-        // SAFETY: `parent` is `Core::current_status`, which during a poll
-        // points at a node kept alive by an `Rc` (see the module docs). We
-        // take a strong count of our own before making an `Rc` from it.
-        let parent = unsafe {
-            Rc::increment_strong_count(parent);
-            Rc::from_raw(parent)
-        };
+    /// Hangs the node under `parent` as entered by the current task: what
+    /// entering eagerly and materialising a lazy timeout have in common.
+    fn attach_entered(self: &Rc<Self>, core: &Core, parent: Rc<ScopeNode>) {
         self.attach(parent);
         self.owner.set(core.current_task.get());
         self.state.set(State::Entered);
+    }
+
+    /// [`enter`](ScopeNode::enter) once the state was checked.
+    fn enter_unchecked(self: &Rc<Self>, core: &Core, parent: *const ScopeNode) {
+        // SAFETY: `parent` is `Core::current_status`, which during a poll
+        // points at a node kept alive by an `Rc` (see the module docs).
+        self.attach_entered(core, unsafe { live_rc(parent) });
         let relative = self.relative.take();
         if relative.is_some() || self.deadline.get() != Instant::FAR_FUTURE {
             let now = core.now();
@@ -330,15 +331,8 @@ impl ScopeNode {
         debug_assert_eq!(self.state.get(), State::Unentered);
         // SAFETY: `parent` comes from `effective_status`: the current status
         // or the node of a timeout further up this call stack, each kept
-        // alive by an `Rc` for the duration of the poll (module docs). We
-        // take a strong count of our own before making an `Rc` from it.
-        let parent = unsafe {
-            Rc::increment_strong_count(parent);
-            Rc::from_raw(parent)
-        };
-        self.attach(parent);
-        self.owner.set(core.current_task.get());
-        self.state.set(State::Entered);
+        // alive by an `Rc` for the duration of the poll (module docs).
+        self.attach_entered(core, unsafe { live_rc(parent) });
         self.effectively_cancelled.set(self.parent_cancellation_is_visible());
     }
 
@@ -1215,8 +1209,20 @@ pub(crate) fn current_status_rc(core: &Core) -> Rc<ScopeNode> {
     let p = effective_status(core, core.current_status_ptr());
     // SAFETY: `effective_status` returns the current status or the node of
     // a timeout being polled further up this call stack; either is kept
-    // alive by an `Rc` for the duration of the poll (module docs); we take
-    // our own count.
+    // alive by an `Rc` for the duration of the poll (module docs).
+    unsafe { live_rc(p) }
+}
+
+/// An `Rc` of our own to the node `p` points at.
+///
+/// # Safety
+/// `p` must come from `Rc::as_ptr` of a node that an `Rc` keeps alive for
+/// the whole call: the current status during a poll, or the node of a
+/// scope future being polled further up this call stack (module docs,
+/// "Why `current_status` is valid").
+unsafe fn live_rc(p: *const ScopeNode) -> Rc<ScopeNode> {
+    // SAFETY: the caller guarantees `p` is a live `Rc`'s pointer; we take a
+    // strong count of our own before making an `Rc` from it.
     unsafe {
         Rc::increment_strong_count(p);
         Rc::from_raw(p)

@@ -450,7 +450,9 @@ pub fn current_effective_deadline() -> Instant {
     let mut deadline = Instant::FAR_FUTURE;
     // First the timeouts in a transparent first poll (unshielded, and with
     // no node, or with a node that is the innermost status).
-    let mut start: Rc<ScopeNode> = current_status_rc_raw(current);
+    // SAFETY: `current` is the current status, kept alive by an `Rc` for
+    // the duration of the poll (module docs).
+    let mut start: Rc<ScopeNode> = unsafe { live_rc(current) };
     let mut f = lazy_top();
     while !f.is_null() {
         // SAFETY: as in `materialise_frames`.
@@ -476,15 +478,5 @@ pub fn current_effective_deadline() -> Instant {
             Some(p) => node = p,
             None => return deadline,
         }
-    }
-}
-
-/// An `Rc` to the node `p` points at, which must be the current status.
-fn current_status_rc_raw(p: *const ScopeNode) -> Rc<ScopeNode> {
-    // SAFETY: the current status is kept alive by an `Rc` for the duration
-    // of the poll (module docs); we take our own count.
-    unsafe {
-        Rc::increment_strong_count(p);
-        Rc::from_raw(p)
     }
 }
