@@ -54,6 +54,7 @@ pub use nursery::{
 };
 pub use stream::buffered::{BufferedReceiveStream, FrameTooLong};
 pub use stream::split::{split, ReceiveHalf, ReuniteError, SendHalf};
+pub use stream::poll::{PollReceive, PollSend};
 pub use stream::stapled::StapledStream;
 pub use stream::{HalfCloseableStream, Listener, ReceiveStream, Resource, SendEof, SendStream, Stream};
 pub use sync::{CapacityLimiter, Condition, Event, Lock, Semaphore};

@@ -6,6 +6,7 @@ use crate::kernel::sys::syscall;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
+use std::task::{Context, Poll};
 
 use crate::kernel::budget::after_io;
 use crate::kernel::io::readiness::{Dir, Source};
@@ -201,6 +202,67 @@ impl<S: StreamIo> SocketStream<S> {
     pub(crate) fn close(&self) {
         self.source.close();
     }
+
+    /// The poll-level receive (`PollReceive`); see `Source::poll_op`.
+    pub(crate) fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            // std::io::Read's convention; the caller knows it asked for 0.
+            return Poll::Ready(self.source.check_poll_direction(Dir::Read).map(|()| 0));
+        }
+        let want = buf.len();
+        self.source.poll_op(Dir::Read, cx, |s| {
+            let n = s.read_some(buf)?;
+            Ok((n, n > 0 && n < want))
+        })
+    }
+
+    /// The poll-level send (`PollSend`): one `write`, its count returned.
+    pub(crate) fn poll_send(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.source.state.check_send() {
+            return Poll::Ready(Err(e));
+        }
+        if data.is_empty() {
+            return Poll::Ready(self.source.check_poll_direction(Dir::Write).map(|()| 0));
+        }
+        self.source.poll_op(Dir::Write, cx, |s| {
+            let n = s.write_some(data)?;
+            Ok((n, n < data.len()))
+        })
+    }
+
+    /// The poll-level vectored send: one `writev` of at most `IOV_MAX`
+    /// buffers.
+    pub(crate) fn poll_send_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.source.state.check_send() {
+            return Poll::Ready(Err(e));
+        }
+        let bufs = &bufs[..bufs.len().min(IOV_MAX)];
+        let asked: usize = bufs.iter().map(|b| b.len()).sum();
+        if asked == 0 {
+            return Poll::Ready(self.source.check_poll_direction(Dir::Write).map(|()| 0));
+        }
+        self.source.poll_op(Dir::Write, cx, |s| {
+            let n = s.write_vectored_some(bufs)?;
+            Ok((n, n < asked))
+        })
+    }
+
+    /// The poll-level `send_eof`: `shutdown(SHUT_WR)` once; never waits.
+    pub(crate) fn poll_send_eof(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = self.source.check_poll_direction(Dir::Write) {
+            return Poll::Ready(Err(e));
+        }
+        if Core::current_for("poll_send_eof").is_cancelled() {
+            return Poll::Ready(Err(Cancelled.into()));
+        }
+        if self.source.state.check_send().is_ok() {
+            if let Err(e) = self.source.with(|s| s.shutdown_write()) {
+                return Poll::Ready(Err(e));
+            }
+            self.source.state.mark_send_closed();
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Implements the stream traits (and `AsRawFd`) for a wrapper of a
@@ -232,6 +294,41 @@ macro_rules! impl_stream_traits {
         impl $crate::stream::ReceiveStream for $t {
             fn receive_some(&self, buf: &mut [u8]) -> impl std::future::Future<Output = std::io::Result<usize>> {
                 self.inner.receive_some(buf)
+            }
+        }
+
+        impl $crate::stream::poll::PollReceive for $t {
+            #[inline]
+            fn poll_receive(
+                &self,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut [u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.inner.poll_receive(cx, buf)
+            }
+        }
+
+        impl $crate::stream::poll::PollSend for $t {
+            #[inline]
+            fn poll_send(&self, cx: &mut std::task::Context<'_>, data: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+                self.inner.poll_send(cx, data)
+            }
+
+            #[inline]
+            fn poll_send_vectored(
+                &self,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.inner.poll_send_vectored(cx, bufs)
+            }
+
+            fn is_send_vectored(&self) -> bool {
+                true
+            }
+
+            fn poll_send_eof(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+                self.inner.poll_send_eof(cx)
             }
         }
 

@@ -14,6 +14,7 @@
 //! Trio's.)
 
 pub(crate) mod buffered;
+pub(crate) mod poll;
 pub(crate) mod split;
 pub(crate) mod stapled;
 

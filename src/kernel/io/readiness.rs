@@ -87,6 +87,11 @@ pub(crate) struct IoState {
     run_id: Cell<u64>,
     /// An operation is in progress in that direction (rule I1).
     busy: [Cell<bool>; 2],
+    /// Set when a poll-level operation in that direction has just given
+    /// its schedule point (yielded, or suspended on readiness): the next
+    /// poll attempts the syscall instead of yielding again. See
+    /// [`Source::poll_op`].
+    poll_yielded: [Cell<bool>; 2],
     waiters: [Cell<Option<Waker>>; 2],
 }
 
@@ -101,6 +106,7 @@ impl IoState {
             token: Cell::new(NO_TOKEN),
             run_id: Cell::new(0),
             busy: [Cell::new(false), Cell::new(false)],
+            poll_yielded: [Cell::new(false), Cell::new(false)],
             waiters: [Cell::new(None), Cell::new(None)],
         }
     }
@@ -406,6 +412,87 @@ impl<S: AsRawFd> Source<S> {
             }
             suspended |= self.ready(dir).await?;
         }
+    }
+
+    /// The poll-level form of [`op`](Self::op), behind `poll_receive`,
+    /// `poll_send` and the `futures-io`/hyper traits: one call, no future
+    /// kept between polls.
+    ///
+    /// What it keeps of the checkpoint rules, and why it can keep no more:
+    /// * **cancel point**: every poll reports `Cancelled` before touching
+    ///   the fd if the task's scope is cancelled, so a cancelled poll has
+    ///   consumed nothing (rule I3's receive half);
+    /// * **schedule point**: a poll cannot return its data *and* yield, so
+    ///   it yields *before* the attempt, when `after_io` would have yielded
+    ///   after it (another task is runnable, or the I/O budget is spent),
+    ///   and attempts on the next poll; a poll that suspended on readiness
+    ///   has given its schedule point already;
+    /// * **one task per direction** (rule I1): a poll while an `async fn`
+    ///   operation holds the direction gets [`BusyResource`]. Two poll-level
+    ///   users are not told apart: a poll interface has no end of operation
+    ///   at which a claim could be released, so the last poller's waker is
+    ///   the one woken, as `futures-io` documents.
+    pub(crate) fn poll_op<R>(
+        &self,
+        dir: Dir,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut(&S) -> io::Result<(R, bool)>,
+    ) -> Poll<io::Result<R>> {
+        let state = &*self.state;
+        if state.closed.get() {
+            return Poll::Ready(Err(ClosedResource.into()));
+        }
+        if state.busy[dir as usize].get() {
+            return Poll::Ready(Err(BusyResource.into()));
+        }
+        let core = Core::current_for("a poll-level trioxide I/O operation");
+        if core.is_cancelled() {
+            return Poll::Ready(Err(Cancelled.into()));
+        }
+        let yielded = &state.poll_yielded[dir as usize];
+        if yielded.get() {
+            yielded.set(false);
+        } else if core.should_yield_after_io() {
+            yielded.set(true);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        loop {
+            if state.is_ready(dir) {
+                match self.with(&mut attempt) {
+                    Ok((r, drained)) => {
+                        if drained {
+                            state.clear_drained(dir);
+                        }
+                        return Poll::Ready(Ok(r));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => state.clear(dir),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            match self.state.poll_ready(dir, self.fd, cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Suspending is this operation's schedule point.
+                    yielded.set(true);
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Whether an `async fn` operation holds `dir` now (rule I1), for the
+    /// poll-level operations that do not go through [`poll_op`](Self::poll_op).
+    pub(crate) fn check_poll_direction(&self, dir: Dir) -> io::Result<()> {
+        if self.state.closed.get() {
+            return Err(ClosedResource.into());
+        }
+        if self.state.busy[dir as usize].get() {
+            return Err(BusyResource.into());
+        }
+        Ok(())
     }
 
     /// Sends `total` bytes through `write`, which returns how many bytes one
