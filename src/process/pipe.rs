@@ -2,17 +2,31 @@
 //! [`PipeReceiveStream`] (its stdout or stderr). Built on the same
 //! `Source` as sockets: non-blocking fds, cached readiness, registered with
 //! the driver on their first `WouldBlock`, every operation a checkpoint.
+//!
+//! At the poll level ([`PollSend`], [`PollReceive`], and so `futures-io`)
+//! they are polled as sockets are (`Source::poll_op`: the same readiness,
+//! no extra `epoll_ctl`, the poll layer's checkpoint rules). A pipe has no
+//! half-close, so `poll_send_eof` closes the writing end: the reader sees
+//! the end of the data; a second `poll_send_eof` does nothing.
 
 use crate::kernel::sys::syscall;
+use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::task::{Context, Poll};
 
 use crate::kernel::budget::after_io;
+use crate::kernel::error::Cancelled;
 use crate::kernel::io::readiness::{Dir, Source};
+use crate::kernel::Core;
+use crate::stream::poll::{PollReceive, PollSend};
 use crate::stream::{ReceiveStream, Resource, SendStream};
+
+/// Most buffers one `writev` takes: Linux's `UIO_MAXIOV` (`IOV_MAX`).
+const IOV_MAX: usize = 1024;
 
 /// What [`PipeReceiveStream::receive_into`] reserves when the vector is
 /// full: 64 KiB, the default capacity of a Linux pipe, so one read can take
@@ -52,6 +66,9 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// ```
 pub struct PipeSendStream {
     source: Source<File>,
+    /// `poll_send_eof` closed it (so a second one does nothing, where an
+    /// operation after `close` gets `ClosedResource`).
+    eof_sent: Cell<bool>,
 }
 
 impl PipeSendStream {
@@ -67,7 +84,7 @@ impl PipeSendStream {
     /// ```
     pub fn new(fd: OwnedFd) -> io::Result<PipeSendStream> {
         set_nonblocking(fd.as_raw_fd())?;
-        Ok(PipeSendStream { source: Source::new(File::from(fd)) })
+        Ok(PipeSendStream { source: Source::new(File::from(fd)), eof_sent: Cell::new(false) })
     }
 
     /// Sends all of `data`, waiting while the pipe is full. A checkpoint;
@@ -131,6 +148,51 @@ impl PipeSendStream {
     /// ```
     pub fn close(&self) {
         self.source.close();
+    }
+}
+
+impl PollSend for PipeSendStream {
+    fn poll_send(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if data.is_empty() {
+            return Poll::Ready(self.source.check_poll_direction(Dir::Write).map(|()| 0));
+        }
+        self.source.poll_op(Dir::Write, cx, |f| {
+            let n = (&*f).write(data)?;
+            Ok((n, n < data.len()))
+        })
+    }
+
+    /// One `writev` of at most `IOV_MAX` buffers.
+    fn poll_send_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let bufs = &bufs[..bufs.len().min(IOV_MAX)];
+        let asked: usize = bufs.iter().map(|b| b.len()).sum();
+        if asked == 0 {
+            return Poll::Ready(self.source.check_poll_direction(Dir::Write).map(|()| 0));
+        }
+        self.source.poll_op(Dir::Write, cx, |f| {
+            let n = (&*f).write_vectored(bufs)?;
+            Ok((n, n < asked))
+        })
+    }
+
+    fn is_send_vectored(&self) -> bool {
+        true
+    }
+
+    /// Closes the pipe (it has no half-close); a second call does nothing.
+    fn poll_send_eof(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.eof_sent.get() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Err(e) = self.source.check_poll_direction(Dir::Write) {
+            return Poll::Ready(Err(e));
+        }
+        if Core::current_for("trioxide::process::PipeSendStream::poll_send_eof").is_cancelled() {
+            return Poll::Ready(Err(Cancelled.into()));
+        }
+        self.eof_sent.set(true);
+        self.close();
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -261,6 +323,19 @@ impl PipeReceiveStream {
     /// ```
     pub fn close(&self) {
         self.source.close();
+    }
+}
+
+impl PollReceive for PipeReceiveStream {
+    fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(self.source.check_poll_direction(Dir::Read).map(|()| 0));
+        }
+        let want = buf.len();
+        self.source.poll_op(Dir::Read, cx, |f| {
+            let n = (&*f).read(buf)?;
+            Ok((n, n > 0 && n < want))
+        })
     }
 }
 

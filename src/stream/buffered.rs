@@ -10,13 +10,21 @@
 //! bytes. A cancelled call loses nothing either: what was received stays
 //! buffered for the next call. [`into_inner`](BufferedReceiveStream::into_inner)
 //! gives back the stream and the bytes not yet consumed.
+//!
+//! At the poll level it is a [`PollReceive`] when the stream underneath is
+//! one (buffered bytes first, with the poll layer's checkpoint; else the
+//! stream's own `poll_receive`), and with the `futures-io` feature an
+//! `AsyncBufRead` whose `poll_fill_buf` lends the buffer itself.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::task::{ready, Context, Poll};
 
 use crate::kernel::error::{BusyResource, Cancelled};
+use crate::stream::poll::PollReceive;
+use crate::stream::poll_checkpoint::PollCheckpoint;
 use crate::stream::{ReceiveStream, Resource};
 
 /// Bytes asked of the stream per receive (more if a frame needs more).
@@ -130,6 +138,8 @@ pub struct BufferedReceiveStream<R> {
     inner: R,
     buf: RefCell<Buf>,
     busy: Cell<bool>,
+    /// The schedule point of poll-level receives served from the buffer.
+    poll: PollCheckpoint,
 }
 
 /// Holds the buffer out of its cell while an operation runs, and puts it
@@ -164,7 +174,12 @@ impl<R: ReceiveStream> BufferedReceiveStream<R> {
     /// assert_eq!(rx.buffered(), 0);
     /// ```
     pub fn new(inner: R) -> Self {
-        BufferedReceiveStream { inner, buf: RefCell::new(Buf::default()), busy: Cell::new(false) }
+        BufferedReceiveStream {
+            inner,
+            buf: RefCell::new(Buf::default()),
+            busy: Cell::new(false),
+            poll: PollCheckpoint::default(),
+        }
     }
 
     fn take(&self) -> io::Result<Taken<'_>> {
@@ -482,6 +497,54 @@ impl<R: ReceiveStream> Resource for BufferedReceiveStream<R> {
 impl<R: ReceiveStream> ReceiveStream for BufferedReceiveStream<R> {
     fn receive_some(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> {
         BufferedReceiveStream::receive_some(self, buf)
+    }
+}
+
+/// Buffered bytes first, with the poll layer's checkpoint; with nothing
+/// buffered, the stream's own `poll_receive`. `BusyResource` while an
+/// `async fn` call holds the buffer.
+impl<R: ReceiveStream + PollReceive> PollReceive for BufferedReceiveStream<R> {
+    fn poll_receive(&self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.busy.get() {
+            return Poll::Ready(Err(BusyResource.into()));
+        }
+        if self.buf.borrow().len() == 0 {
+            return self.inner.poll_receive(cx, out);
+        }
+        if out.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(self.poll.poll_begin(cx, "trioxide::BufferedReceiveStream::poll_receive"))?;
+        let mut buf = self.buf.borrow_mut();
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf.filled()[..n]);
+        buf.consume(n);
+        Poll::Ready(Ok(n))
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl<R: ReceiveStream + PollReceive> BufferedReceiveStream<R> {
+    /// `AsyncBufRead::poll_fill_buf`: the buffered bytes (after the poll
+    /// layer's checkpoint), or, with none, what one `poll_receive` of the
+    /// stream brings (empty at the end of the stream).
+    pub(crate) fn poll_fill_buf_mut(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let buf = self.buf.get_mut();
+        if buf.len() > 0 {
+            ready!(self.poll.poll_begin(cx, "trioxide::BufferedReceiveStream::poll_fill_buf"))?;
+            return Poll::Ready(Ok(buf.filled()));
+        }
+        buf.make_room(READ_SIZE);
+        let n = ready!(self.inner.poll_receive(cx, &mut buf.data[buf.end..]))?;
+        buf.end += n;
+        Poll::Ready(Ok(buf.filled()))
+    }
+
+    /// `AsyncBufRead::consume`: drops `amt` bytes (at most what is
+    /// buffered) off the front.
+    pub(crate) fn consume_mut(&mut self, amt: usize) {
+        let buf = self.buf.get_mut();
+        buf.consume(amt.min(buf.len()));
     }
 }
 

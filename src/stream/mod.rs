@@ -14,7 +14,10 @@
 //! Trio's.)
 
 pub(crate) mod buffered;
+#[cfg(feature = "futures-io")]
+mod futures_io;
 pub(crate) mod poll;
+pub(crate) mod poll_checkpoint;
 pub(crate) mod split;
 pub(crate) mod stapled;
 

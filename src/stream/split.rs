@@ -15,16 +15,23 @@
 //! stream itself is closed when both halves are closed or dropped. To tell
 //! the peer that you are done sending while still receiving, use the send
 //! half's `send_eof` (when the stream is half-closeable).
+//!
+//! At the poll level a half is a [`PollReceive`] (or [`PollSend`]) when the
+//! stream is one: each poll is the stream's, after the half's own check
+//! (`ClosedResource` once the half is closed; closing the half wakes a
+//! task that was left `Pending` in a poll of it). The send half's
+//! `poll_send_eof` is the stream's: a half-close where the stream has one.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use crate::kernel::error::ClosedResource;
+use crate::stream::poll::{PollReceive, PollSend};
 use crate::stream::{HalfCloseableStream, ReceiveStream, Resource, SendEof, SendStream, Stream};
 
 struct Shared<S> {
@@ -77,6 +84,32 @@ impl HalfState {
             }
         })
         .await
+    }
+
+    /// [`guard`](Self::guard) for one poll of a poll-level operation.
+    fn poll_guard<T>(
+        &self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if self.closed.get() {
+            self.waiter.borrow_mut().take();
+            return Poll::Ready(Err(ClosedResource.into()));
+        }
+        match op(cx) {
+            Poll::Ready(r) => {
+                self.waiter.borrow_mut().take();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let mut w = self.waiter.borrow_mut();
+                match &*w {
+                    Some(old) if old.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
     }
 
     /// Marks the half closed; true the first time.
@@ -389,6 +422,34 @@ impl<S: Stream> SendStream for SendHalf<S> {
 impl<S: HalfCloseableStream> SendEof for SendHalf<S> {
     fn send_eof(&self) -> impl Future<Output = io::Result<()>> {
         SendHalf::send_eof(self)
+    }
+}
+
+impl<S: Stream + PollReceive> PollReceive for ReceiveHalf<S> {
+    fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.state.poll_guard(cx, |cx| self.shared.stream.poll_receive(cx, buf))
+    }
+}
+
+impl<S: Stream + PollSend> PollSend for SendHalf<S> {
+    fn poll_send(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.state.poll_guard(cx, |cx| self.shared.stream.poll_send(cx, data))
+    }
+
+    fn poll_send_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.state.poll_guard(cx, |cx| self.shared.stream.poll_send_vectored(cx, bufs))
+    }
+
+    fn is_send_vectored(&self) -> bool {
+        self.shared.stream.is_send_vectored()
+    }
+
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.state.poll_guard(cx, |cx| self.shared.stream.poll_flush(cx))
+    }
+
+    fn poll_send_eof(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.state.poll_guard(cx, |cx| self.shared.stream.poll_send_eof(cx))
     }
 }
 

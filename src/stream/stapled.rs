@@ -8,12 +8,19 @@
 //! of state of its own is whether it was closed, so that `send_eof` after
 //! `close` reports [`ClosedResource`] although the sending half, closed by
 //! `close`, would take a second end-of-stream quietly.
+//!
+//! At the poll level it is a [`PollReceive`] when the receiving half is
+//! one and a [`PollSend`] when the sending half is one, forwarding each
+//! call, so the in-memory pairs and any stapled poll-level halves work
+//! with `futures-io` and hyper.
 
 use std::cell::Cell;
 use std::fmt;
-use std::io;
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll};
 
 use crate::kernel::error::ClosedResource;
+use crate::stream::poll::{PollReceive, PollSend};
 use crate::stream::{HalfCloseableStream, ReceiveStream, Resource, SendEof, SendStream};
 
 /// A two-way stream made of a sending half `S` and a receiving half `R`
@@ -270,5 +277,44 @@ impl<S: SendStream, R: ReceiveStream> ReceiveStream for StapledStream<S, R> {
 impl<S: SendEof, R: ReceiveStream> HalfCloseableStream for StapledStream<S, R> {
     fn send_eof(&self) -> impl std::future::Future<Output = io::Result<()>> {
         StapledStream::send_eof(self)
+    }
+}
+
+/// The poll level: the receiving half's [`PollReceive`].
+impl<S: SendStream, R: ReceiveStream + PollReceive> PollReceive for StapledStream<S, R> {
+    #[inline]
+    fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.receive.poll_receive(cx, buf)
+    }
+}
+
+/// The poll level: the sending half's [`PollSend`]. `poll_send_eof` ends
+/// the sending half only (a half-close for the in-memory streams), and
+/// fails with [`ClosedResource`] after [`close`](StapledStream::close), as
+/// `send_eof` does.
+impl<S: SendStream + PollSend, R: ReceiveStream> PollSend for StapledStream<S, R> {
+    #[inline]
+    fn poll_send(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.send.poll_send(cx, data)
+    }
+
+    #[inline]
+    fn poll_send_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.send.poll_send_vectored(cx, bufs)
+    }
+
+    fn is_send_vectored(&self) -> bool {
+        self.send.is_send_vectored()
+    }
+
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.send.poll_flush(cx)
+    }
+
+    fn poll_send_eof(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.closed.get() {
+            return Poll::Ready(Err(ClosedResource.into()));
+        }
+        self.send.poll_send_eof(cx)
     }
 }

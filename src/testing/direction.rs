@@ -4,10 +4,11 @@
 
 use std::cell::Cell;
 use std::io;
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 
 use crate::kernel::error::{BusyResource, Cancelled, ClosedResource};
 use crate::kernel::Core;
+use crate::stream::poll_checkpoint::PollCheckpoint;
 
 /// One direction (send or receive) of one end of an in-memory stream.
 #[derive(Default)]
@@ -16,6 +17,8 @@ pub(super) struct Direction {
     busy: Cell<bool>,
     /// The task blocked in that operation, if it is blocked.
     waker: Cell<Option<Waker>>,
+    /// The schedule point of the poll-level operations on it.
+    poll: PollCheckpoint,
 }
 
 impl Direction {
@@ -37,6 +40,48 @@ impl Direction {
             return Err(Cancelled.into());
         }
         Ok(claim)
+    }
+
+    /// The start of a poll-level operation (`poll_receive`, `poll_send`):
+    /// `ClosedResource` if `closed`, `BusyResource` while an `async fn`
+    /// operation holds the direction, then the poll checkpoint (see
+    /// [`PollCheckpoint::poll_begin`]). Claims nothing: a poll interface
+    /// has no end of operation at which to release a claim.
+    #[track_caller]
+    pub(super) fn poll_begin(&self, closed: bool, cx: &mut Context<'_>, op: &'static str) -> Poll<io::Result<()>> {
+        if let Err(e) = self.poll_check(closed) {
+            return Poll::Ready(Err(e));
+        }
+        self.poll.poll_begin(cx, op)
+    }
+
+    /// `ClosedResource` if `closed`, `BusyResource` while an `async fn`
+    /// operation holds the direction: the checks of a poll-level call that
+    /// does nothing (an empty buffer).
+    pub(super) fn poll_check(&self, closed: bool) -> io::Result<()> {
+        if closed {
+            return Err(ClosedResource.into());
+        }
+        if self.busy.get() {
+            return Err(BusyResource.into());
+        }
+        Ok(())
+    }
+
+    /// Records the polling task as the one to wake (the last poller wins),
+    /// before a poll-level operation returns `Pending`.
+    pub(super) fn poll_park(&self, cx: &mut Context<'_>, what: &'static str) {
+        match self.waker.take() {
+            Some(w) if w.will_wake(cx.waker()) => self.waker.set(Some(w)),
+            _ => self.waker.set(Some(cx.waker().clone())),
+        }
+        self.poll.suspended(what);
+    }
+
+    /// A poll-level operation returns `Pending` for a reason of its own (a
+    /// hook's future waits): that is its schedule point.
+    pub(super) fn poll_suspended(&self, what: &'static str) {
+        self.poll.suspended(what);
     }
 
     /// Wakes the task blocked in this direction, if any.

@@ -3,7 +3,7 @@
 //! so they work without importing a trait; the impls forward to those, and
 //! dropping a half closes it, as dropping a socket does.
 
-/// Implements `Drop` (closes), `Resource`, `SendStream` for the sending
+/// Implements `Drop` (their inherent `close_on_drop`), `Resource`, `SendStream` for the sending
 /// half `$send` and `Drop`, `Resource`, `ReceiveStream` for the receiving
 /// half `$receive`, forwarding to their inherent `close`, `send_all`,
 /// `wait_send_all_might_not_block` and `receive_some`; and `SendEof` for
@@ -15,13 +15,13 @@ macro_rules! one_way_halves {
     ($send:ty, $receive:ty, shared: $shared:ident) => {
         impl Drop for $send {
             fn drop(&mut self) {
-                <$send>::close(self);
+                <$send>::close_on_drop(self);
             }
         }
 
         impl Drop for $receive {
             fn drop(&mut self) {
-                <$receive>::close(self);
+                <$receive>::close_on_drop(self);
             }
         }
 

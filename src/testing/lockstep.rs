@@ -9,16 +9,31 @@
 //! receiver took part of it, it leaves the peer holding an unknown prefix,
 //! so the stream refuses further sends with
 //! [`BrokenResource`](crate::BrokenResource), as a socket does (rule I3).
+//!
+//! **The poll level** ([`PollSend`], [`PollReceive`], and so `futures-io`).
+//! `poll_receive` is `receive_some` one poll at a time. `poll_send` offers
+//! its data to the receiver and returns `Pending` until the receiver has
+//! taken some of it; the poll after that takes the rest back and reports
+//! how many bytes were taken, as `write(2)` reports a prefix. Between the
+//! two polls the offer stays in the stream, so the caller must poll again
+//! with data that starts with the same bytes (every `AsyncWrite` caller
+//! does): if it comes back with other bytes after the receiver took part
+//! of the offer, the peer holds a prefix nobody can account for and the
+//! stream is broken for sending, as after a cancelled `send_all`. A
+//! cancelled poll with nothing taken yet takes the offer back; once bytes
+//! were taken, their count wins over the cancel.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 
 use crate::kernel::budget::after_io;
 use crate::kernel::error::{BrokenResource, Cancelled, ClosedResource};
+use crate::kernel::Core;
+use crate::stream::poll::{PollReceive, PollSend};
 use crate::stream::stapled::StapledStream;
 use crate::testing::direction::{empty_buffer, Direction};
 use crate::testing::halves::{one_way_halves, stapled_pair};
@@ -37,6 +52,9 @@ struct Lockstep {
     receiver_waiting: Cell<bool>,
     /// A send stopped after the receiver took part of its data.
     send_broken: Cell<bool>,
+    /// The data a poll-level send offered (all of it; `data` holds what
+    /// the receiver has not taken yet), until a later poll reports it.
+    poll_offer: RefCell<Option<Vec<u8>>>,
     send: Direction,
     receive: Direction,
 }
@@ -45,8 +63,23 @@ const RECEIVER_CLOSED: BrokenResource =
     BrokenResource { reason: "the receiving end of the lockstep stream was closed before it took all the data" };
 const SEND_CANCELLED: BrokenResource =
     BrokenResource { reason: "an earlier send on this stream was cancelled after the receiver took part of its data" };
+const POLL_OTHER_DATA: BrokenResource = BrokenResource {
+    reason: "poll_send was polled again with other data after the receiver took part of the data it offered",
+};
 
 impl Lockstep {
+    /// Takes back what an abandoned poll-level send offered; the stream is
+    /// broken for sending if the receiver took part of it.
+    fn take_back_poll_offer(&self) {
+        if let Some(offer) = self.poll_offer.take() {
+            let mut data = self.data.borrow_mut();
+            if data.len() < offer.len() {
+                self.send_broken.set(true);
+            }
+            data.clear();
+        }
+    }
+
     fn close_sender(&self) {
         self.sender_closed.set(true);
         self.receive.wake();
@@ -198,6 +231,7 @@ impl LockstepSendStream {
     pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
         let st = &*self.state;
         let claim = st.send.claim(st.sender_closed.get(), "trioxide::testing::LockstepSendStream::send_all")?;
+        st.take_back_poll_offer();
         if st.receiver_closed.get() {
             return Err(RECEIVER_CLOSED.into());
         }
@@ -414,6 +448,132 @@ impl LockstepReceiveStream {
     /// ```
     pub fn close(&self) {
         self.state.close_receiver();
+    }
+}
+
+/// The poll level (see the module docs).
+impl LockstepSendStream {
+    fn close_on_drop(&self) {
+        self.close();
+    }
+
+    fn poll_send_impl(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let st = &*self.state;
+        let pending = st.poll_offer.borrow().as_ref().map(|offer| (offer.len(), offer.len() - st.data.borrow().len()));
+        if let Some((offered, taken)) = pending {
+            if taken > 0 {
+                // The receiver took a prefix: report it, take the rest back.
+                let offer = st.poll_offer.take().unwrap_or_default();
+                st.data.borrow_mut().clear();
+                if data.get(..taken) != Some(&offer[..taken]) {
+                    st.send_broken.set(true);
+                    return Poll::Ready(Err(POLL_OTHER_DATA.into()));
+                }
+                return Poll::Ready(Ok(taken));
+            }
+            let gone = if st.sender_closed.get() {
+                Some(io::Error::from(ClosedResource))
+            } else if st.receiver_closed.get() {
+                Some(RECEIVER_CLOSED.into())
+            } else if Core::current_for("trioxide::testing::LockstepSendStream::poll_send").is_cancelled() {
+                Some(Cancelled.into())
+            } else {
+                None
+            };
+            if let Some(e) = gone {
+                st.take_back_poll_offer();
+                return Poll::Ready(Err(e));
+            }
+            if data.len() != offered || st.poll_offer.borrow().as_deref() != Some(data) {
+                // Nothing taken yet: the new data replaces the offer.
+                st.take_back_poll_offer();
+                if data.is_empty() {
+                    return Poll::Ready(Ok(0));
+                }
+                st.data.borrow_mut().extend(data);
+                *st.poll_offer.borrow_mut() = Some(data.to_vec());
+            }
+            st.send.poll_park(cx, "lockstep stream poll_send");
+            return Poll::Pending;
+        }
+        if data.is_empty() {
+            return Poll::Ready(st.send.poll_check(st.sender_closed.get()).map(|()| 0));
+        }
+        ready!(st.send.poll_begin(st.sender_closed.get(), cx, "trioxide::testing::LockstepSendStream::poll_send"))?;
+        if st.receiver_closed.get() {
+            return Poll::Ready(Err(RECEIVER_CLOSED.into()));
+        }
+        if st.send_broken.get() {
+            return Poll::Ready(Err(SEND_CANCELLED.into()));
+        }
+        st.data.borrow_mut().extend(data);
+        *st.poll_offer.borrow_mut() = Some(data.to_vec());
+        st.receive.wake();
+        st.send.poll_park(cx, "lockstep stream poll_send");
+        Poll::Pending
+    }
+
+    fn poll_send_eof_impl(&self) -> Poll<io::Result<()>> {
+        if let Err(e) = self.state.send.poll_check(false) {
+            return Poll::Ready(Err(e));
+        }
+        if Core::current_for("trioxide::testing::LockstepSendStream::poll_send_eof").is_cancelled() {
+            return Poll::Ready(Err(Cancelled.into()));
+        }
+        self.close();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl PollSend for LockstepSendStream {
+    fn poll_send(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_send_impl(cx, data)
+    }
+
+    fn poll_send_eof(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_send_eof_impl()
+    }
+}
+
+/// The poll level: `receive_some`, one poll at a time.
+impl LockstepReceiveStream {
+    fn close_on_drop(&self) {
+        self.close();
+    }
+
+    fn poll_receive_impl(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let st = &*self.state;
+        if buf.is_empty() {
+            return Poll::Ready(st.receive.poll_check(st.receiver_closed.get()).map(|()| 0));
+        }
+        let op = "trioxide::testing::LockstepReceiveStream::poll_receive";
+        ready!(st.receive.poll_begin(st.receiver_closed.get(), cx, op))?;
+        // As in `receive_some`: a closed sender's offer is not delivered.
+        if st.sender_closed.get() {
+            st.receiver_waiting.set(false);
+            return Poll::Ready(Ok(0));
+        }
+        let mut data = st.data.borrow_mut();
+        if !data.is_empty() {
+            st.receiver_waiting.set(false);
+            let n = take_into(&mut data, buf);
+            // The sender (async: its send is complete once `data` is
+            // empty; poll-level: it reports what was taken) goes on.
+            st.send.wake();
+            return Poll::Ready(Ok(n));
+        }
+        if !st.receiver_waiting.replace(true) {
+            // A `wait_send_all_might_not_block` is waiting for this.
+            st.send.wake();
+        }
+        st.receive.poll_park(cx, "lockstep stream poll_receive");
+        Poll::Pending
+    }
+}
+
+impl PollReceive for LockstepReceiveStream {
+    fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.poll_receive_impl(cx, buf)
     }
 }
 

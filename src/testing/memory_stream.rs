@@ -25,6 +25,21 @@
 //! [`put_eof`](MemoryReceiveStream::put_eof). Hooks are given the stream
 //! they belong to, so they need not (and should not) hold it, which would
 //! be a reference cycle.
+//!
+//! **The poll level ([`PollReceive`], [`PollSend`], and so `futures-io`).**
+//! The hooks apply there too, so a stream made to trickle or to stall
+//! behaves the same through `AsyncRead`/`AsyncWrite` as through
+//! `receive_some`/`send_all`: `poll_receive` runs the `receive_some` hook
+//! once per receive (the polls up to the one that returns `Ready`), before
+//! it looks at the buffer; `poll_send` puts its data in the buffer, then
+//! runs the `send_all` hook, and reports the count when the hook is done.
+//! A hook's future that waits is kept in the stream between polls (it is
+//! given a stand-in for the stream, sharing its buffer and hooks, so that
+//! the stream may move meanwhile); a cancelled receive drops it, with
+//! nothing consumed. A `poll_send` that returned `Pending` in its hook
+//! has sent its data already: poll it again with the same data (as every
+//! `AsyncWrite` caller does) to get the count. `poll_send_eof` is `close`,
+//! as the async `send_eof` is, and runs the close hook.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -33,10 +48,12 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 
 use crate::kernel::budget::after_io;
-use crate::kernel::error::{BrokenResource, ClosedResource, WouldBlock};
+use crate::kernel::error::{BrokenResource, Cancelled, ClosedResource, WouldBlock};
+use crate::kernel::Core;
+use crate::stream::poll::{PollReceive, PollSend};
 use crate::stream::stapled::StapledStream;
 use crate::testing::direction::{empty_buffer, Direction};
 use crate::testing::halves::{one_way_halves, stapled_pair};
@@ -99,6 +116,49 @@ type ReceiveHook = Rc<dyn for<'a> Fn(&'a MemoryReceiveStream) -> HookFuture<'a>>
 type SendCloseHook = Rc<dyn Fn(&MemorySendStream)>;
 type ReceiveCloseHook = Rc<dyn Fn(&MemoryReceiveStream)>;
 
+/// A hook's future started by a poll-level operation and kept in the
+/// stream until it is done, with the stand-in stream it borrows.
+struct RunningHook<S: 'static> {
+    /// Borrows `*stream`. Declared first, so it is dropped before `stream`.
+    future: HookFuture<'static>,
+    /// A stand-in for the stream (see `stand_in`), in an `Rc` so that its
+    /// address stays put while `future` borrows it, wherever this moves.
+    stream: Rc<S>,
+}
+
+impl<S: 'static> RunningHook<S> {
+    fn start(stream: S, hook: &dyn for<'a> Fn(&'a S) -> HookFuture<'a>) -> RunningHook<S> {
+        let stream = Rc::new(stream);
+        let future = hook(&stream);
+        // SAFETY: only the lifetime changes (same type otherwise). The
+        // future borrows the `S` inside the `Rc` allocation, which does not
+        // move when the `Rc` (or this struct) does, and which lives as long
+        // as `stream`: the `Rc` is never cloned or handed out, and `future`
+        // is dropped before it (field order, and `RunningHook` has no other
+        // way to drop them). The hook cannot have kept the reference
+        // elsewhere: `for<'a> Fn(&'a S) -> HookFuture<'a>` lets it escape
+        // only through the future.
+        let future = unsafe { std::mem::transmute::<HookFuture<'_>, HookFuture<'static>>(future) };
+        RunningHook { future, stream }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = &self.stream;
+        self.future.as_mut().poll(cx)
+    }
+}
+
+/// Where a poll-level receive is with the `receive_some` hook.
+#[derive(Default)]
+enum ReceiveHookState {
+    /// Not run yet for this receive.
+    #[default]
+    Idle,
+    Running(RunningHook<MemoryReceiveStream>),
+    /// Done for this receive, which waits for data.
+    Done,
+}
+
 #[derive(Default)]
 struct SendHooks {
     send_all: RefCell<Option<SendHook>>,
@@ -148,7 +208,13 @@ fn take_up_to(data: &mut VecDeque<u8>, max: usize) -> Vec<u8> {
 /// ```
 pub struct MemorySendStream {
     pipe: Rc<Pipe>,
-    hooks: SendHooks,
+    hooks: Rc<SendHooks>,
+    /// The `send_all` hook a poll-level send is running, and the count it
+    /// reports when the hook is done.
+    poll_hook: RefCell<Option<(RunningHook<MemorySendStream>, usize)>>,
+    /// A stand-in lent to a hook by the poll layer: dropping it closes
+    /// nothing.
+    stand_in: bool,
 }
 
 /// The receiving end of a one-way memory stream, made by
@@ -170,7 +236,12 @@ pub struct MemorySendStream {
 /// ```
 pub struct MemoryReceiveStream {
     pipe: Rc<Pipe>,
-    hooks: ReceiveHooks,
+    hooks: Rc<ReceiveHooks>,
+    /// The poll-level receive's progress with the `receive_some` hook.
+    poll_hook: RefCell<ReceiveHookState>,
+    /// A stand-in lent to a hook by the poll layer: dropping it closes
+    /// nothing.
+    stand_in: bool,
 }
 
 impl fmt::Debug for MemorySendStream {
@@ -210,10 +281,7 @@ impl fmt::Debug for MemoryReceiveStream {
 /// ```
 pub fn memory_stream_one_way_pair() -> (MemorySendStream, MemoryReceiveStream) {
     let pipe = Rc::new(Pipe::default());
-    (
-        MemorySendStream { pipe: pipe.clone(), hooks: SendHooks::default() },
-        MemoryReceiveStream { pipe, hooks: ReceiveHooks::default() },
-    )
+    (MemorySendStream::with_pipe(pipe.clone()), MemoryReceiveStream::with_pipe(pipe))
 }
 
 impl MemorySendStream {
@@ -345,7 +413,7 @@ impl MemorySendStream {
     /// ```
     #[allow(clippy::new_without_default)] // dropping one closes it: no `Default`
     pub fn new() -> MemorySendStream {
-        MemorySendStream { pipe: Rc::new(Pipe::default()), hooks: SendHooks::default() }
+        MemorySendStream::with_pipe(Rc::new(Pipe::default()))
     }
 
     /// Sets the hook `send_all` awaits after it has put its data in the
@@ -555,6 +623,166 @@ impl MemorySendStream {
     }
 }
 
+/// The poll level of the sending end (see the module docs on hooks).
+impl MemorySendStream {
+    fn with_pipe(pipe: Rc<Pipe>) -> MemorySendStream {
+        MemorySendStream { pipe, hooks: Rc::default(), poll_hook: RefCell::new(None), stand_in: false }
+    }
+
+    /// What a hook run by the poll layer is given: the same buffer and
+    /// hooks, closing nothing when dropped.
+    fn stand_in(&self) -> MemorySendStream {
+        MemorySendStream { pipe: self.pipe.clone(), hooks: self.hooks.clone(), poll_hook: RefCell::new(None), stand_in: true }
+    }
+
+    fn close_on_drop(&self) {
+        if !self.stand_in {
+            self.close();
+        }
+    }
+
+    /// Polls the `send_all` hook an earlier `poll_send` started, if any.
+    fn poll_send_hook(&self, cx: &mut Context<'_>) -> Option<Poll<io::Result<usize>>> {
+        let mut slot = self.poll_hook.borrow_mut();
+        let (running, sent) = slot.as_mut()?;
+        match running.poll(cx) {
+            Poll::Pending => {
+                self.pipe.send.poll_suspended("memory stream send_all hook");
+                Some(Poll::Pending)
+            }
+            Poll::Ready(r) => {
+                let sent = *sent;
+                *slot = None;
+                Some(Poll::Ready(r.map(|()| sent)))
+            }
+        }
+    }
+
+    fn poll_send_impl(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(done) = self.poll_send_hook(cx) {
+            return done;
+        }
+        let pipe = &*self.pipe;
+        if data.is_empty() {
+            return Poll::Ready(pipe.send.poll_check(pipe.eof.get()).map(|()| 0));
+        }
+        ready!(pipe.send.poll_begin(pipe.eof.get(), cx, "trioxide::testing::MemorySendStream::poll_send"))?;
+        if pipe.receiver_closed.get() {
+            return Poll::Ready(Err(RECEIVER_CLOSED.into()));
+        }
+        pipe.data.borrow_mut().extend(data);
+        pipe.receive.wake();
+        let hook = self.hooks.send_all.borrow().clone();
+        let Some(hook) = hook else {
+            return Poll::Ready(Ok(data.len()));
+        };
+        *self.poll_hook.borrow_mut() = Some((RunningHook::start(self.stand_in(), &*hook), data.len()));
+        self.poll_send_hook(cx).unwrap_or(Poll::Ready(Ok(data.len())))
+    }
+
+    fn poll_send_eof_impl(&self) -> Poll<io::Result<()>> {
+        if let Err(e) = self.pipe.send.poll_check(false) {
+            return Poll::Ready(Err(e));
+        }
+        if Core::current_for("trioxide::testing::MemorySendStream::poll_send_eof").is_cancelled() {
+            return Poll::Ready(Err(Cancelled.into()));
+        }
+        self.close();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl PollSend for MemorySendStream {
+    fn poll_send(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_send_impl(cx, data)
+    }
+
+    fn poll_send_eof(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_send_eof_impl()
+    }
+}
+
+/// The poll level of the receiving end (see the module docs on hooks).
+impl MemoryReceiveStream {
+    fn with_pipe(pipe: Rc<Pipe>) -> MemoryReceiveStream {
+        MemoryReceiveStream {
+            pipe,
+            hooks: Rc::default(),
+            poll_hook: RefCell::new(ReceiveHookState::Idle),
+            stand_in: false,
+        }
+    }
+
+    /// What a hook run by the poll layer is given (see
+    /// `MemorySendStream::stand_in`).
+    fn stand_in(&self) -> MemoryReceiveStream {
+        MemoryReceiveStream {
+            pipe: self.pipe.clone(),
+            hooks: self.hooks.clone(),
+            poll_hook: RefCell::new(ReceiveHookState::Idle),
+            stand_in: true,
+        }
+    }
+
+    fn close_on_drop(&self) {
+        if !self.stand_in {
+            self.close();
+        }
+    }
+
+    fn poll_receive_impl(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let pipe = &*self.pipe;
+        if buf.is_empty() {
+            return Poll::Ready(pipe.receive.poll_check(pipe.receiver_closed.get()).map(|()| 0));
+        }
+        let op = "trioxide::testing::MemoryReceiveStream::poll_receive";
+        if let Err(e) = ready!(pipe.receive.poll_begin(pipe.receiver_closed.get(), cx, op)) {
+            // A cancelled receive drops its hook's future and starts over.
+            *self.poll_hook.borrow_mut() = ReceiveHookState::Idle;
+            return Poll::Ready(Err(e));
+        }
+        {
+            let mut state = self.poll_hook.borrow_mut();
+            if matches!(*state, ReceiveHookState::Idle) {
+                let hook = self.hooks.receive_some.borrow().clone();
+                if let Some(hook) = hook {
+                    *state = ReceiveHookState::Running(RunningHook::start(self.stand_in(), &*hook));
+                }
+            }
+            if let ReceiveHookState::Running(running) = &mut *state {
+                match running.poll(cx) {
+                    Poll::Pending => {
+                        pipe.receive.poll_suspended("memory stream receive_some hook");
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        *state = ReceiveHookState::Idle;
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Ready(Ok(())) => *state = ReceiveHookState::Done,
+                }
+            }
+        }
+        if pipe.receiver_closed.get() {
+            *self.poll_hook.borrow_mut() = ReceiveHookState::Idle;
+            return Poll::Ready(Err(ClosedResource.into()));
+        }
+        let mut data = pipe.data.borrow_mut();
+        if !data.is_empty() || pipe.eof.get() {
+            *self.poll_hook.borrow_mut() = ReceiveHookState::Idle;
+            return Poll::Ready(Ok(take_into(&mut data, buf)));
+        }
+        pipe.receive.poll_park(cx, "memory stream poll_receive");
+        Poll::Pending
+    }
+}
+
+impl PollReceive for MemoryReceiveStream {
+    fn poll_receive(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.poll_receive_impl(cx, buf)
+    }
+}
+
 impl MemoryReceiveStream {
     /// Receives at least one byte into `buf` (as many as are buffered, up
     /// to its length), waiting for the sender if the buffer is empty;
@@ -681,7 +909,7 @@ impl MemoryReceiveStream {
     /// ```
     #[allow(clippy::new_without_default)] // dropping one closes it: no `Default`
     pub fn new() -> MemoryReceiveStream {
-        MemoryReceiveStream { pipe: Rc::new(Pipe::default()), hooks: ReceiveHooks::default() }
+        MemoryReceiveStream::with_pipe(Rc::new(Pipe::default()))
     }
 
     /// Sets the hook `receive_some` awaits after its checks and before it
