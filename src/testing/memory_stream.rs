@@ -632,7 +632,12 @@ impl MemorySendStream {
     /// What a hook run by the poll layer is given: the same buffer and
     /// hooks, closing nothing when dropped.
     fn stand_in(&self) -> MemorySendStream {
-        MemorySendStream { pipe: self.pipe.clone(), hooks: self.hooks.clone(), poll_hook: RefCell::new(None), stand_in: true }
+        MemorySendStream {
+            pipe: self.pipe.clone(),
+            hooks: self.hooks.clone(),
+            poll_hook: RefCell::new(None),
+            stand_in: true,
+        }
     }
 
     fn close_on_drop(&self) {
