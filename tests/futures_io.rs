@@ -276,11 +276,10 @@ async fn ws_echo_server(listener: TcpListener) -> Result<(), BoxError> {
     let (stream, _) = listener.accept().await?;
     let mut ws = async_tungstenite::accept_async(stream).await?;
     while let Some(msg) = ws.next().await {
-        match msg? {
-            m @ (Message::Text(_) | Message::Binary(_)) => ws.send(m).await?,
-            // The close frame: tungstenite queues the answer, and the next
-            // `next` sends it and ends the stream.
-            _ => {}
+        // Text and binary come back; the close frame is answered by
+        // tungstenite, whose next `next` sends the answer and ends the stream.
+        if let m @ (Message::Text(_) | Message::Binary(_)) = msg? {
+            ws.send(m).await?;
         }
     }
     Ok(())

@@ -577,7 +577,8 @@ fn closing_a_split_half_wakes_a_task_waiting_in_a_poll_of_it_with_closed_resourc
         let (a, _b) = UnixStream::pair()?;
         let (rx, _tx) = split(a);
         let rx = Rc::new(rx);
-        let out: Rc<RefCell<Option<(io::Result<usize>, Instant)>>> = Rc::default();
+        type Outcome = Option<(io::Result<usize>, Instant)>;
+        let out: Rc<RefCell<Outcome>> = Rc::default();
         let (rx_ref, out_ref) = (&rx, &out);
         open_nursery(|n| async move {
             let (r, o) = (rx_ref.clone(), out_ref.clone());

@@ -29,6 +29,10 @@
 //!   peer may have got and a cancelled poll never breaks the stream. Only
 //!   the `async fn` [`send_all`](crate::SendStream::send_all), which hides
 //!   the count, marks a stream broken.
+//!
+//! Every byte stream of trioxide implements these traits, and with the
+//! `futures-io` feature (on by default) `futures_io::AsyncRead`/
+//! `AsyncWrite` on top of them, for `T` and `&T` (src/stream/futures_io.rs).
 
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll};
