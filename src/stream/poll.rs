@@ -45,7 +45,7 @@ use crate::stream::Resource;
 ///
 /// ```
 /// use std::future::poll_fn;
-/// use trioxide::{run, BoxError, PollReceive, SendStream};
+/// use trioxide::{run, BoxError, PollReceive};
 /// use trioxide::testing::memory_stream_one_way_pair;
 /// run(async {
 ///     let (tx, rx) = memory_stream_one_way_pair();
@@ -65,7 +65,7 @@ pub trait PollReceive: Resource {
     ///
     /// ```
     /// use std::future::poll_fn;
-    /// use trioxide::{run, BoxError, PollReceive, Resource};
+    /// use trioxide::{run, BoxError, PollReceive};
     /// use trioxide::testing::memory_stream_one_way_pair;
     /// run(async {
     ///     let (tx, rx) = memory_stream_one_way_pair();
@@ -84,7 +84,7 @@ pub trait PollReceive: Resource {
 ///
 /// ```
 /// use std::future::poll_fn;
-/// use trioxide::{run, BoxError, PollSend, ReceiveStream};
+/// use trioxide::{run, BoxError, PollSend};
 /// use trioxide::testing::memory_stream_one_way_pair;
 /// run(async {
 ///     let (tx, rx) = memory_stream_one_way_pair();
