@@ -16,6 +16,9 @@
 
 pub mod channel;
 mod kernel;
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+pub mod macro_support;
 mod net;
 mod nursery;
 pub mod process;
@@ -25,6 +28,54 @@ pub mod sync;
 pub mod testing;
 mod thread;
 mod time;
+#[cfg(feature = "tracing")]
+mod tracing_instrument;
+
+/// Runs an `async fn main` on a trioxide runtime (feature `macros`).
+///
+/// `#[trioxide::main] async fn main() -> R { body }` expands to
+/// `fn main() -> R { ::trioxide::Builder::new().run(async { body }) }`,
+/// exactly the hand-written call: no boxing, no extra allocation. The
+/// option `seed = N` adds `.seed(N)`. Errors at compile time: a `fn` that
+/// is not `async`, arguments, generics, an unknown option, a bad value.
+///
+/// ```
+/// #[trioxide::main(seed = 7)]
+/// async fn main() -> Result<(), trioxide::BoxError> {
+///     let t0 = trioxide::current_time();
+///     trioxide::sleep(std::time::Duration::from_millis(1)).await?;
+///     assert!(trioxide::current_time() > t0);
+///     assert_eq!(trioxide::current_seed(), 7);
+///     Ok(())
+/// }
+/// ```
+#[cfg(feature = "macros")]
+pub use trioxide_macros::main;
+
+/// Turns an `async fn` into a `#[test]` run on a trioxide runtime
+/// (feature `macros`).
+///
+/// Options: `seed = N` fixes the scheduler's seed (`Builder::seed`);
+/// `clock = autojump` runs on a [`MockClock`] with autojump threshold zero,
+/// so sleeps end at once and virtual time advances exactly; `clock = mock`
+/// on a `MockClock` that stands still. Without `seed` the run takes its
+/// seed from [`SEED_ENV`] or entropy, and a failing test (a panic or an
+/// `Err`) first prints one line naming it, such as
+/// `trioxide: this test ran with seed 1234; re-run with TRIOXIDE_SEED=1234`,
+/// then fails as it would have.
+///
+/// ```
+/// #[trioxide::test(seed = 7, clock = autojump)]
+/// async fn an_hour_passes_at_once() -> Result<(), trioxide::BoxError> {
+///     let t0 = trioxide::current_time();
+///     trioxide::sleep(std::time::Duration::from_secs(3600)).await?;
+///     assert_eq!(trioxide::current_time().saturating_duration_since(t0), std::time::Duration::from_secs(3600));
+///     Ok(())
+/// }
+/// # fn main() {} // `cargo test` runs such a test; a doc test only expands it
+/// ```
+#[cfg(feature = "macros")]
+pub use trioxide_macros::test;
 
 pub use channel::open_memory_channel;
 pub use kernel::cancel::{current_effective_deadline, CancelScope, Scoped};
@@ -37,7 +88,7 @@ pub use kernel::idle::{wait_all_tasks_blocked, WaitAllTasksBlocked};
 pub use kernel::instrument::{add_instrument, current_task, remove_instrument, task_tree, Instrument, TaskInfo};
 pub use kernel::io::driver::{io_stats, IoStats};
 pub use kernel::io::raw_fd::{notify_closing, wait_readable, wait_writable};
-pub use kernel::rng::SEED_ENV;
+pub use kernel::rng::{current_seed, SEED_ENV};
 pub use kernel::run::{run, Builder, RunReport};
 pub use kernel::statistics::{current_statistics, IoStatistics, RunStatistics};
 pub use kernel::task::TaskId;
@@ -64,3 +115,5 @@ pub use time::{
     move_on_at, sleep, sleep_forever, sleep_until, Checkpoint, FailAfter, MoveOn, ShieldedCheckpoint, Sleep,
     SleepForever,
 };
+#[cfg(feature = "tracing")]
+pub use tracing_instrument::TracingInstrument;

@@ -324,6 +324,14 @@ fn info(core: &Core, id: TaskId) -> Option<TaskInfo> {
     })
 }
 
+/// The live task `id` of the running runtime (`None` outside a run or
+/// once the task is gone): for instruments above the kernel, which get
+/// only ids from their hooks.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) fn task_info(id: TaskId) -> Option<TaskInfo> {
+    info(Core::try_current()?, id)
+}
+
 /// The task running now.
 ///
 /// # Panics

@@ -9,6 +9,8 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
+use crate::kernel::Core;
+
 /// The environment variable that fixes the seed of every unseeded run, so a
 /// failing interleaving can be replayed: `TRIOXIDE_SEED=42 cargo test`.
 ///
@@ -20,7 +22,30 @@ use std::hash::{BuildHasher, Hasher};
 /// ```
 pub const SEED_ENV: &str = "TRIOXIDE_SEED";
 
+/// The seed of the running run's scheduler: the one given to
+/// [`Builder::seed`](crate::Builder::seed), else the one taken from
+/// [`SEED_ENV`] or fresh entropy. Print it when a test fails, so the
+/// interleaving can be replayed (`#[trioxide::test]` does).
+///
+/// # Panics
+/// Outside [`run`](crate::run): "trioxide::current_seed must be called
+/// from inside trioxide::run", at the caller's line.
+///
+/// ```
+/// use trioxide::{current_seed, Builder};
+/// assert_eq!(Builder::new().seed(1234).run(async { current_seed() }), 1234);
+/// // An unseeded run reports the seed it chose, like `RunReport::seed`.
+/// let (seen, report) = Builder::new().run_with_report(async { current_seed() });
+/// assert_eq!(seen, report.seed);
+/// ```
+#[track_caller]
+pub fn current_seed() -> u64 {
+    Core::current_for("trioxide::current_seed").rng.borrow().seed
+}
+
 pub(crate) struct Rng {
+    /// The seed it started from (for `current_seed`).
+    seed: u64,
     state: u64,
     bits: u64,
     left: u32,
@@ -28,7 +53,7 @@ pub(crate) struct Rng {
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Rng {
-        Rng { state: seed, bits: 0, left: 0 }
+        Rng { seed, state: seed, bits: 0, left: 0 }
     }
 
     /// A seed from the environment variable if set, else fresh entropy
