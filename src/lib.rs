@@ -23,6 +23,8 @@ pub mod signal;
 mod stream;
 pub mod sync;
 pub mod testing;
+#[cfg(feature = "rustls")]
+pub mod tls;
 mod thread;
 mod time;
 
