@@ -6,7 +6,7 @@
 /// A client config that trusts a fresh CA, and a server config with a
 /// "localhost" certificate from it; both offer `alpn`.
 #[allow(dead_code)]
-fn test_configs(alpn: &[&[u8]]) -> (std::sync::Arc<rustls::ClientConfig>, std::sync::Arc<rustls::ServerConfig>) {
+pub fn test_configs(alpn: &[&[u8]]) -> (std::sync::Arc<rustls::ClientConfig>, std::sync::Arc<rustls::ServerConfig>) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -28,7 +28,7 @@ fn test_configs(alpn: &[&[u8]]) -> (std::sync::Arc<rustls::ClientConfig>, std::s
 /// A client and a server `TlsStream` over `UnixStream::pair()`, for
 /// "localhost", not yet handshaken.
 #[allow(dead_code)]
-fn tls_pair() -> std::io::Result<(trioxide::tls::TlsStream<trioxide::UnixStream>, trioxide::tls::TlsStream<trioxide::UnixStream>)> {
+pub fn tls_pair() -> std::io::Result<(trioxide::tls::TlsStream<trioxide::UnixStream>, trioxide::tls::TlsStream<trioxide::UnixStream>)> {
     let (client_config, server_config) = test_configs(&[]);
     let (a, b) = trioxide::UnixStream::pair()?;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -39,7 +39,7 @@ fn tls_pair() -> std::io::Result<(trioxide::tls::TlsStream<trioxide::UnixStream>
 
 /// Runs `a` and `b` at once in the calling task; both outputs.
 #[allow(dead_code)]
-async fn join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+pub async fn join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
     let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
     let (mut ra, mut rb) = (None, None);
     std::future::poll_fn(|cx| {

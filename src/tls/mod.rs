@@ -31,11 +31,11 @@
 //!   Transport errors come through as they are.
 //!
 //! ```
-//! # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
-//! use std::sync::Arc;
+//! # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+//! # use support::*;
 //! use rustls::pki_types::ServerName;
 //! use trioxide::tls::TlsStream;
-//! use trioxide::{open_nursery, run, BoxError, HalfCloseableStream, TcpListener, TcpStream};
+//! use trioxide::{open_nursery, run, BoxError, HalfCloseableStream, ReceiveStream, SendStream, TcpListener, TcpStream};
 //!
 //! // `test_configs` makes a CA and a "localhost" certificate with rcgen;
 //! // a real client would use webpki-roots or the system's roots.
@@ -44,7 +44,8 @@
 //!     let listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
 //!     let addr = listener.local_addr()?;
 //!     n.start_soon(async move {
-//!         let tls = TlsStream::server(listener.accept().await?, server_config)?;
+//!         let (tcp, _) = listener.accept().await?;
+//!         let tls = TlsStream::server(tcp, server_config)?;
 //!         let mut request = Vec::new();
 //!         let mut buf = [0u8; 1024];
 //!         loop {
@@ -103,8 +104,9 @@ use engine::{Engine, Eof, Role};
 /// sends (the directions are independent, as on a socket).
 ///
 /// ```
-/// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
-/// use trioxide::{run, BoxError};
+/// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+/// # use support::*;
+/// use trioxide::{run, BoxError, ReceiveStream, SendStream};
 /// run(async {
 ///     let (client, server) = tls_pair()?; // over UnixStream::pair(), see the module docs
 ///     let (sent, received) = join(client.send_all(b"secret"), async {
@@ -188,7 +190,8 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// only if `config` cannot make a session (no usable protocol version).
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use rustls::pki_types::ServerName;
     /// use trioxide::tls::TlsStream;
     /// use trioxide::{run, BoxError, UnixStream};
@@ -215,7 +218,8 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// handshake comes later.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use trioxide::tls::TlsStream;
     /// use trioxide::{run, BoxError, UnixStream};
     /// run(async {
@@ -239,8 +243,9 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// (a cut stream would look complete). Off by default.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
-    /// use trioxide::{run, BoxError, Resource};
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
+    /// use trioxide::{run, BoxError, ReceiveStream};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
     ///     let client = client.ignore_missing_close_notify(true);
@@ -267,7 +272,8 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// nothing: the next operation goes on with it.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use trioxide::{run, BoxError};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
@@ -301,7 +307,8 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// Whether the handshake is over (successfully).
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use trioxide::{run, BoxError};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
@@ -321,7 +328,8 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// got that far; `None` if the peers agreed on none.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use trioxide::{run, BoxError};
     /// run(async {
     ///     let (client, server) = tls_pair()?; // configs without ALPN
@@ -341,7 +349,8 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// (`None` if it sent none, as for an IP address).
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use trioxide::{run, BoxError};
     /// run(async {
     ///     let (client, server) = tls_pair()?; // for "localhost"
@@ -367,7 +376,8 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// suite, keying material).
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use trioxide::{run, BoxError};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
@@ -388,7 +398,8 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// The transport.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use std::os::fd::AsRawFd;
     /// use trioxide::{run, BoxError};
     /// run(async {
@@ -406,8 +417,9 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// is lost, and no `close_notify` is sent.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
-    /// use trioxide::{run, BoxError};
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
+    /// use trioxide::{run, BoxError, ReceiveStream};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
     ///     let (c, s) = join(client.handshake(), server.handshake()).await;
@@ -450,8 +462,9 @@ impl<S: PollReceive + PollSend> Resource for TlsStream<S> {
     /// sends nothing.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
-    /// use trioxide::{io_error_kind, run, BoxError, IoErrorKind, Resource};
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
+    /// use trioxide::{io_error_kind, run, BoxError, IoErrorKind, ReceiveStream, Resource, SendStream};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
     ///     let (c, s) = join(client.handshake(), server.handshake()).await;
@@ -476,8 +489,9 @@ impl<S: PollReceive + PollSend> ReceiveStream for TlsStream<S> {
     /// taken nothing: decrypted data stays in rustls until returned.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
-    /// use trioxide::{run, BoxError, CancelScope, HalfCloseableStream};
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
+    /// use trioxide::{run, BoxError, CancelScope, HalfCloseableStream, ReceiveStream, SendStream};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
     ///     let (sent, _) = join(async { client.send_all(b"abc").await?; client.send_eof().await }, server.handshake()).await;
@@ -523,8 +537,9 @@ impl<S: PollReceive + PollSend> SendStream for TlsStream<S> {
     /// `close_notify` may then vouch for it.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
-    /// use trioxide::{run, BoxError};
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
+    /// use trioxide::{run, BoxError, ReceiveStream, SendStream};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
     ///     let (sent, got) = join(client.send_all(&[7u8; 100_000]), async {
@@ -581,7 +596,8 @@ impl<S: PollReceive + PollSend> SendStream for TlsStream<S> {
     /// checkpoint, and a send for `BusyResource`.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use trioxide::{run, BoxError, SendStream};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
@@ -628,8 +644,9 @@ impl<S: PollReceive + PollSend> HalfCloseableStream for TlsStream<S> {
     /// fails with `BrokenResource`.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
-    /// use trioxide::{run, BoxError, HalfCloseableStream};
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
+    /// use trioxide::{run, BoxError, HalfCloseableStream, ReceiveStream, SendStream};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
     ///     let (eof, _) = join(client.send_eof(), server.handshake()).await;
@@ -698,9 +715,10 @@ impl<S: PollReceive + PollSend> PollReceive for TlsStream<S> {
     /// stream and errors, and [`PollReceive`] for the rules of the layer.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use std::future::poll_fn;
-    /// use trioxide::{run, BoxError, PollReceive};
+    /// use trioxide::{run, BoxError, PollReceive, SendStream};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
     ///     let mut buf = [0u8; 8];
@@ -742,9 +760,10 @@ impl<S: PollReceive + PollSend> PollSend for TlsStream<S> {
     /// buffer, 64 KiB by default) sends them; runs the handshake first.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use std::future::poll_fn;
-    /// use trioxide::{run, BoxError, PollSend};
+    /// use trioxide::{run, BoxError, PollSend, ReceiveStream};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
     ///     let send = async {
@@ -767,10 +786,11 @@ impl<S: PollReceive + PollSend> PollSend for TlsStream<S> {
     /// buffer takes them.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use std::future::poll_fn;
     /// use std::io::IoSlice;
-    /// use trioxide::{run, BoxError, PollSend};
+    /// use trioxide::{run, BoxError, PollSend, ReceiveStream};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
     ///     let bufs = [IoSlice::new(b"head "), IoSlice::new(b"body")];
@@ -793,7 +813,8 @@ impl<S: PollReceive + PollSend> PollSend for TlsStream<S> {
     /// True: rustls gathers the buffers into its records.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use trioxide::{run, BoxError, PollSend};
     /// run(async {
     ///     let (client, _server) = tls_pair()?;
@@ -808,7 +829,8 @@ impl<S: PollReceive + PollSend> PollSend for TlsStream<S> {
     /// Sends the records rustls holds; ready when it holds none.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use std::future::poll_fn;
     /// use trioxide::{run, BoxError, PollSend};
     /// run(async {
@@ -830,9 +852,10 @@ impl<S: PollReceive + PollSend> PollSend for TlsStream<S> {
     /// `close_notify`, flushed.
     ///
     /// ```
-    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs"));
+    /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
+    /// # use support::*;
     /// use std::future::poll_fn;
-    /// use trioxide::{run, BoxError, PollSend};
+    /// use trioxide::{run, BoxError, PollSend, ReceiveStream};
     /// run(async {
     ///     let (client, server) = tls_pair()?;
     ///     let mut buf = [0u8; 8];
