@@ -23,10 +23,10 @@ pub mod signal;
 mod stream;
 pub mod sync;
 pub mod testing;
-#[cfg(feature = "rustls")]
-pub mod tls;
 mod thread;
 mod time;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 pub use channel::open_memory_channel;
 pub use kernel::cancel::{current_effective_deadline, CancelScope, Scoped};

@@ -15,7 +15,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
-use io_support::{assert_kind, assert_same_bytes, io_clock, pattern, recv_exact, recv_to_end, run_io, run_on, tcp_pair};
+use io_support::{
+    assert_kind, assert_same_bytes, io_clock, pattern, recv_exact, recv_to_end, run_io, run_on, tcp_pair,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 use trioxide::testing::{check_half_closeable_stream, check_two_way_stream, wait_all_tasks_blocked};
@@ -200,7 +202,10 @@ fn a_wrong_hostname_fails_the_client_handshake_with_invalid_data_and_the_server_
         let (hc, hs) = join(client.handshake(), server.handshake()).await;
         let ce = hc.unwrap_err();
         assert!(
-            matches!(rustls_error(&ce), rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. })),
+            matches!(
+                rustls_error(&ce),
+                rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. })
+            ),
             "client: {ce:?}"
         );
         let se = hs.unwrap_err();
@@ -231,10 +236,7 @@ fn a_client_that_trusts_another_ca_rejects_the_certificate() {
         let server = TlsStream::server(s, server_config(TLS13, &[]))?;
         let (hc, hs) = join(client.handshake(), server.handshake()).await;
         let ce = hc.unwrap_err();
-        assert_eq!(
-            rustls_error(&ce),
-            &rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
-        );
+        assert_eq!(rustls_error(&ce), &rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
         assert_eq!(rustls_error(&hs.unwrap_err()), &rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA));
         Ok(())
     });

@@ -6,7 +6,9 @@
 /// A client config that trusts a fresh CA, and a server config with a
 /// "localhost" certificate from it; both offer `alpn`.
 #[allow(dead_code)]
-pub fn test_configs(alpn: &[&[u8]]) -> (std::sync::Arc<rustls::ClientConfig>, std::sync::Arc<rustls::ServerConfig>) {
+pub(crate) fn test_configs(
+    alpn: &[&[u8]],
+) -> (std::sync::Arc<rustls::ClientConfig>, std::sync::Arc<rustls::ServerConfig>) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -28,7 +30,8 @@ pub fn test_configs(alpn: &[&[u8]]) -> (std::sync::Arc<rustls::ClientConfig>, st
 /// A client and a server `TlsStream` over `UnixStream::pair()`, for
 /// "localhost", not yet handshaken.
 #[allow(dead_code)]
-pub fn tls_pair() -> std::io::Result<(trioxide::tls::TlsStream<trioxide::UnixStream>, trioxide::tls::TlsStream<trioxide::UnixStream>)> {
+pub(crate) fn tls_pair(
+) -> std::io::Result<(trioxide::tls::TlsStream<trioxide::UnixStream>, trioxide::tls::TlsStream<trioxide::UnixStream>)> {
     let (client_config, server_config) = test_configs(&[]);
     let (a, b) = trioxide::UnixStream::pair()?;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -39,15 +42,21 @@ pub fn tls_pair() -> std::io::Result<(trioxide::tls::TlsStream<trioxide::UnixStr
 
 /// Runs `a` and `b` at once in the calling task; both outputs.
 #[allow(dead_code)]
-pub async fn join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+pub(crate) async fn join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
     let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
     let (mut ra, mut rb) = (None, None);
     std::future::poll_fn(|cx| {
         if ra.is_none() {
-            ra = match std::future::Future::poll(a.as_mut(), cx) { std::task::Poll::Ready(v) => Some(v), std::task::Poll::Pending => None };
+            ra = match std::future::Future::poll(a.as_mut(), cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            };
         }
         if rb.is_none() {
-            rb = match std::future::Future::poll(b.as_mut(), cx) { std::task::Poll::Ready(v) => Some(v), std::task::Poll::Pending => None };
+            rb = match std::future::Future::poll(b.as_mut(), cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            };
         }
         if ra.is_some() && rb.is_some() {
             std::task::Poll::Ready((ra.take().unwrap(), rb.take().unwrap()))

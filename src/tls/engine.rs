@@ -32,7 +32,8 @@ pub(super) enum Role {
 }
 
 /// Why a stream is broken as a whole (both directions).
-pub(super) const PROTOCOL_ERROR: &str = "the TLS session failed with a protocol error (reported once, by the operation that met it)";
+pub(super) const PROTOCOL_ERROR: &str =
+    "the TLS session failed with a protocol error (reported once, by the operation that met it)";
 /// A handshake the peer cut short by closing the transport.
 pub(super) const EOF_IN_HANDSHAKE: &str = "the peer closed the transport during the TLS handshake";
 /// The peer closed the transport without a `close_notify`.
