@@ -76,6 +76,8 @@ pub use trioxide_macros::main;
 /// ```
 #[cfg(feature = "macros")]
 pub use trioxide_macros::test;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 pub use channel::open_memory_channel;
 pub use kernel::cancel::{current_effective_deadline, CancelScope, Scoped};
