@@ -16,6 +16,8 @@
 
 pub mod channel;
 mod kernel;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod net;
 mod nursery;
 pub mod process;
