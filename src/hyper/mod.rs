@@ -15,6 +15,10 @@
 //! * **Timer**: [`HyperTimer`], on the run's clock, so hyper's timeouts
 //!   run in virtual time under a [`MockClock`](crate::MockClock).
 //!
+//! * **Errors**: [`cancel_aware`] makes an HTTP/2 connection's failure
+//!   under cancellation count as [`Cancelled`](crate::Cancelled) (`h2`
+//!   keeps only the message of an I/O error).
+//!
 //! [`server_builder`] puts the executor and the timer into hyper-util's
 //! auto builder, which serves HTTP/1 and HTTP/2 on one connection type.
 //! DESIGN.md ("hyper") says how each part works and why it is sound.
@@ -36,7 +40,7 @@
 //!     let addr = listener.local_addr()?;
 //!     let server = n.clone();
 //!     n.start_soon(async move {
-//!         let stream = listener.accept().await?;
+//!         let (stream, _peer) = listener.accept().await?;
 //!         // An HTTP/2 connection's streams are children of `server`.
 //!         server_builder(&server).serve_connection(stream, hyper::service::service_fn(hello)).await
 //!     })?;
@@ -49,10 +53,12 @@
 //! })).unwrap();
 //! ```
 
+mod cancel;
 mod exec;
 mod io;
 mod timer;
 
+pub use cancel::{cancel_aware, CancelAware};
 pub use exec::NurseryExecutor;
 pub use io::HyperIo;
 pub use timer::{HyperSleep, HyperTimer};
