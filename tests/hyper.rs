@@ -10,9 +10,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -371,7 +371,8 @@ fn http2_prior_knowledge_multiplexes_ten_requests_on_one_connection() {
                     let req = Request::builder().method("POST").uri("/").body(Full::new(Bytes::from(body)))?;
                     let resp = sender.send_request(req).await?;
                     assert_eq!(resp.version(), Version::HTTP_2);
-                    g.borrow_mut().push((i, text(resp).await?));
+                    let got = text(resp).await?;
+                    g.borrow_mut().push((i, got));
                     Ok::<_, BoxError>(())
                 })?;
             }
@@ -380,8 +381,7 @@ fn http2_prior_knowledge_multiplexes_ten_requests_on_one_connection() {
         .await?;
         let mut got = got.take();
         got.sort();
-        let want: Vec<_> =
-            (0..N).map(|i| (i, (StatusCode::OK, format!("HTTP/2.0 body number {i}")))).collect();
+        let want: Vec<_> = (0..N).map(|i| (i, (StatusCode::OK, format!("HTTP/2.0 body number {i}")))).collect();
         assert_eq!(got, want);
         assert_eq!(connections.get(), 1);
         assert_eq!(in_flight.get(), N);
