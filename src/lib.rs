@@ -55,8 +55,8 @@ pub use nursery::{
     open_nursery, Nursery, OpenNursery, Start, Started, TaskOutput, TaskStatus, TaskStatusIgnored, TASK_STATUS_IGNORED,
 };
 pub use stream::buffered::{BufferedReceiveStream, FrameTooLong};
-pub use stream::poll::{PollReceive, PollSend};
 pub use stream::split::{split, ReceiveHalf, ReuniteError, SendHalf};
+pub use stream::poll::{PollReceive, PollSend};
 pub use stream::stapled::StapledStream;
 pub use stream::{HalfCloseableStream, Listener, ReceiveStream, Resource, SendEof, SendStream, Stream};
 pub use sync::{CapacityLimiter, Condition, Event, Lock, Semaphore};

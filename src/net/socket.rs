@@ -310,11 +310,7 @@ macro_rules! impl_stream_traits {
 
         impl $crate::stream::poll::PollSend for $t {
             #[inline]
-            fn poll_send(
-                &self,
-                cx: &mut std::task::Context<'_>,
-                data: &[u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
+            fn poll_send(&self, cx: &mut std::task::Context<'_>, data: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
                 self.inner.poll_send(cx, data)
             }
 
