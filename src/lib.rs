@@ -15,6 +15,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod channel;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod kernel;
 #[cfg(feature = "macros")]
 #[doc(hidden)]
