@@ -3,32 +3,7 @@
 //! traits (`futures-io`'s `AsyncRead`/`AsyncWrite`, hyper's `rt::Read`/
 //! `rt::Write`, TLS engines).
 //!
-//! It stands on the same cached readiness as the `async fn` layer
-//! ([`ReceiveStream`](crate::ReceiveStream), [`SendStream`](crate::SendStream)),
-//! so it costs the same syscalls and never an extra `epoll_ctl`. What it
-//! keeps of the checkpoint rules (DESIGN.md, "The poll layer"):
-//!
-//! * **Cancel point: kept.** Every poll reports cancellation of the
-//!   calling task's scope before it touches the stream, as an
-//!   [`io::Error`] whose inner error is [`Cancelled`](crate::Cancelled),
-//!   so a scope catches it after `?` has carried it through hyper or any
-//!   other library (the "source is `Cancelled`" rule). A cancelled
-//!   `poll_receive` has consumed nothing.
-//! * **Schedule point: kept, before instead of after.** A poll cannot hand
-//!   back data and yield in one call, so it yields *before* the attempt
-//!   when another task is runnable (or the I/O budget is spent) and
-//!   attempts on the next poll. A poll that suspended on readiness has
-//!   yielded already.
-//! * **One task per direction (I1): partly.** A poll while an `async fn`
-//!   operation holds the direction gets [`BusyResource`](crate::BusyResource).
-//!   Two poll-level users of one direction are not told apart: a poll
-//!   interface has no end of operation at which a claim could be released,
-//!   so, as `futures-io` documents, only the last poller is woken.
-//! * **Partial sends (I3): the caller's.** `poll_send` reports how many
-//!   bytes it took, as `write(2)` does, so the caller always knows what the
-//!   peer may have got and a cancelled poll never breaks the stream. Only
-//!   the `async fn` [`send_all`](crate::SendStream::send_all), which hides
-//!   the count, marks a stream broken.
+//! [`PollReceive`]'s docs list which checkpoint rules hold at this level.
 //!
 //! Every byte stream of trioxide implements these traits, and with the
 //! `futures-io` feature (on by default) `futures_io::AsyncRead`/
@@ -40,8 +15,34 @@ use std::task::{Context, Poll};
 use crate::stream::Resource;
 
 /// Receiving at the poll level: the layer under `futures-io`'s `AsyncRead`
-/// and hyper's `rt::Read`. See [the module docs](self) for which checkpoint
-/// rules hold here.
+/// and hyper's `rt::Read`.
+///
+/// The poll layer stands on the same cached readiness as the `async fn` layer
+/// ([`ReceiveStream`](crate::ReceiveStream), [`SendStream`](crate::SendStream)),
+/// so it costs the same syscalls and never an extra `epoll_ctl`. What it
+/// keeps of the checkpoint rules (DESIGN.md, "The poll layer"):
+///
+/// * **Cancel point: kept.** Every poll reports cancellation of the
+///   calling task's scope before it touches the stream, as an
+///   [`io::Error`] whose inner error is [`Cancelled`](crate::Cancelled),
+///   so a scope catches it after `?` has carried it through hyper or any
+///   other library (the "source is `Cancelled`" rule). A cancelled
+///   `poll_receive` has consumed nothing.
+/// * **Schedule point: kept, before instead of after.** A poll cannot hand
+///   back data and yield in one call, so it yields *before* the attempt
+///   when another task is runnable (or the I/O budget is spent) and
+///   attempts on the next poll. A poll that suspended on readiness has
+///   yielded already.
+/// * **One task per direction (I1): partly.** A poll while an `async fn`
+///   operation holds the direction gets [`BusyResource`](crate::BusyResource).
+///   Two poll-level users of one direction are not told apart: a poll
+///   interface has no end of operation at which a claim could be released,
+///   so, as `futures-io` documents, only the last poller is woken.
+/// * **Partial sends (I3): the caller's.** `poll_send` reports how many
+///   bytes it took, as `write(2)` does, so the caller always knows what the
+///   peer may have got and a cancelled poll never breaks the stream. Only
+///   the `async fn` [`send_all`](crate::SendStream::send_all), which hides
+///   the count, marks a stream broken.
 ///
 /// ```
 /// use std::future::poll_fn;
@@ -79,7 +80,7 @@ pub trait PollReceive: Resource {
 }
 
 /// Sending at the poll level: the layer under `futures-io`'s `AsyncWrite`
-/// and hyper's `rt::Write`. See [the module docs](self) for which checkpoint
+/// and hyper's `rt::Write`. [`PollReceive`]'s docs list which checkpoint
 /// rules hold here.
 ///
 /// ```
