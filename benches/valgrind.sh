@@ -5,10 +5,11 @@
 # the test harness itself keeps allocations alive at exit. `process` is left
 # out: valgrind does not implement pidfd_open, and spawning under it reports
 # a missing program differently; its unsafe code (pipes, pidfd, waitid) is
-# shared with binaries that do run here.
+# shared with binaries that do run here. Built with --all-features so the
+# poll layer's integrations (futures-io, TLS, hyper) run here too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bins=$(cargo test --no-run --message-format=json 2>/dev/null \
+bins=$(cargo test --all-features --no-run --message-format=json 2>/dev/null \
     | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -19,7 +20,8 @@ for line in sys.stdin:
         if name in ("trioxide", "scheduler_nursery_rules", "cancel_rules", "wakers", "random_trees",
                     "io_rules", "sockets", "happy_eyeballs", "accept_emfile", "http_bad_input", "fairness",
                     "sync_rules", "sync_cancel", "channel_rules", "channel_stress", "threads", "signals",
-                    "http_shutdown", "stream_conformance", "testing_kit", "sync_stress"):
+                    "http_shutdown", "stream_conformance", "testing_kit", "sync_stress",
+                    "poll_layer", "futures_io", "tls", "hyper"):
             print(m["executable"])
 ')
 for b in $bins; do
