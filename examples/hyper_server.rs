@@ -269,6 +269,7 @@ fn main() {
                         let (stream, peer) = listener.accept().await?;
                         served2.set(served2.get() + 1);
                         let stop = stop2.clone();
+                        #[cfg_attr(not(feature = "rustls"), allow(clippy::clone_on_copy))] // Option<Infallible>
                         let tls = tls.clone();
                         srv.start_soon_named("connection", async move {
                             let served = match tls {

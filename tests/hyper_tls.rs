@@ -264,7 +264,8 @@ async fn h2_requests(tls: TlsStream<TcpStream>) -> Result<Vec<(Version, StatusCo
             let (mut sender, g) = (sender.clone(), g.clone());
             c.start_soon(async move {
                 let resp = sender.send_request(post("/echo", format!("stream {i}"))).await?;
-                g.borrow_mut().push((i, answer(resp).await?));
+                let got = answer(resp).await?;
+                g.borrow_mut().push((i, got));
                 Ok::<_, BoxError>(())
             })?;
         }
