@@ -13,7 +13,7 @@
 //! | `poll_write` | `poll_send` |
 //! | `poll_write_vectored` | `poll_send_vectored` (one `writev` on sockets and pipes) |
 //! | `poll_flush` | `poll_flush` |
-//! | `poll_close` | `poll_flush`, then `poll_send_eof`: a half-close where the stream has one (sockets, the in-memory pairs), a close otherwise (pipes) |
+//! | `poll_close` | `poll_flush`, then `poll_send_eof`: a half-close where the stream has one (sockets, the in-memory pairs, TLS's `close_notify`), a close otherwise (pipes) |
 //! | `poll_fill_buf`/`consume` | the buffer of [`BufferedReceiveStream`] |
 //!
 //! So the checkpoint rules hold through these traits: a cancelled task gets
@@ -33,7 +33,12 @@
 //! [`UnixStream`], [`StapledStream`] (so the two-way memory and lockstep
 //! pairs), the split halves [`ReceiveHalf`]/[`SendHalf`] (so
 //! `TcpReceiveHalf` and friends), the one-way memory and lockstep ends,
-//! the process pipes and [`BufferedReceiveStream`].
+//! the process pipes, [`BufferedReceiveStream`] and, with the `rustls`
+//! feature, [`TlsStream`](crate::tls::TlsStream) (so futures-util's
+//! combinators run over TLS, and `poll_close` sends `close_notify`). A
+//! `TlsStream` keeps the records it makes until `poll_flush` (or until
+//! rustls's 64 KiB buffer is full), as a `BufWriter` does: flush before
+//! waiting for an answer.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -158,6 +163,10 @@ async_write!([] LockstepSendStream);
 async_read!([] PipeReceiveStream);
 async_write!([] PipeSendStream);
 async_read!([R] BufferedReceiveStream<R>);
+#[cfg(feature = "rustls")]
+async_read!([S] crate::tls::TlsStream<S>);
+#[cfg(feature = "rustls")]
+async_write!([S] crate::tls::TlsStream<S>);
 
 /// Reading through the buffer: `poll_fill_buf` lends the buffered bytes
 /// (with the poll layer's checkpoint) or receives once into the buffer;
