@@ -14,6 +14,11 @@
 #             connection (-n = -c = HS_CONNS), repeated for SECS
 #   tls_bulk  bulk TLS throughput: HTTP/1.1 over TLS, 1 MiB bodies, `wrk -c 4`
 #   epoll     epoll_ctl calls per request, h1 with wrk, under `strace -c`
+#   instr     user-space instructions per request under callgrind (the
+#             repeatable figure): h1 with bench_loadgen (100 connections) and
+#             h2 with h2load (-c 10 -m 10), INSTR_SECS seconds of load after
+#             the counters are zeroed (the server listening); needs valgrind.
+#             CALLGRIND_KEEP=DIR keeps the dumps for callgrind_annotate.
 #
 # Servers: `bench_hyper_trioxide` (trioxide's `hyper` and `rustls` features)
 # and `bench_hyper_tokio` (tokio + tokio-rustls), both built from benches/io/,
@@ -32,7 +37,8 @@ cd "$(dirname "$0")/.."
 SECS=${SECS:-5}
 REPEAT=${REPEAT:-3}
 HS_CONNS=${HS_CONNS:-200}
-SCENARIOS=${SCENARIOS:-h1 h1gen h2 tls_hs tls_bulk epoll}
+INSTR_SECS=${INSTR_SECS:-3}
+SCENARIOS=${SCENARIOS:-h1 h1gen h2 tls_hs tls_bulk epoll instr}
 SERVERS=(trioxide tokio)
 EX=${CARGO_TARGET_DIR:-target}/release/examples
 TICK=$(getconf CLK_TCK)
@@ -190,10 +196,67 @@ epoll_per_request() {
     EPOLL=$(awk -v c="${ctl:-0}" -v n="${reqs:-0}" 'BEGIN {if (n > 0) printf "%d %d %.4f %.2f\n", c, n, c / n, c / 100; else print "nan nan nan nan"}')
 }
 
+# instructions SERVER h1|h2: sets INSTR to "instructions requests per_request"
+# (user space, callgrind, counters zeroed once the server listens).
+instructions() {
+    local server=$1 kind=$2 out="$TMP/cg.out" line='' i reqs=0 ins
+    INSTR="nan nan nan"
+    rm -f "$out"*
+    : >"$TMP/server.out"
+    taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$EX/bench_hyper_$server" --port 0 >"$TMP/server.out" 2>"$TMP/server.err" &
+    SERVER_PID=$!
+    for ((i = 0; i < 600; i++)); do
+        line=$(head -n1 "$TMP/server.out"); [[ -n $line ]] && break; sleep 0.05
+    done
+    if ! [[ $line =~ :([0-9]+)$ ]]; then
+        log "$server under callgrind did not start: '$line'"
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+        return 0
+    fi
+    local port=${BASH_REMATCH[1]}
+    callgrind_control -z "$SERVER_PID" >/dev/null
+    case $kind in
+        h1)
+            taskset -c 1 "$EX/bench_loadgen" http --addr "127.0.0.1:$port" --conns 100 --secs "$INSTR_SECS" >"$TMP/load.out" 2>&1 || true
+            reqs=$(grep -o 'requests=[0-9]*' "$TMP/load.out" | cut -d= -f2) ;;
+        h2)
+            taskset -c 1 h2load -D "$INSTR_SECS" -c 10 -m 10 "http://127.0.0.1:$port/" >"$TMP/load.out" 2>&1 || true
+            reqs=$(h2_done "$TMP/load.out") ;;
+    esac
+    callgrind_control -d "$SERVER_PID" >/dev/null
+    for ((i = 0; i < 200; i++)); do
+        [[ -s $out.1 ]] && grep -q '^totals:' "$out.1" && break
+        sleep 0.05
+    done
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+    ins=$(awk '/^totals:/ {print $2}' "$out.1")
+    if [[ -n ${CALLGRIND_KEEP:-} ]]; then
+        mkdir -p "$CALLGRIND_KEEP"
+        cp "$out.1" "$CALLGRIND_KEEP/callgrind.$kind.$server"
+    fi
+    [[ ${reqs:-0} -gt 0 && -n $ins ]] || return 0
+    INSTR=$(awk -v i="$ins" -v n="$reqs" 'BEGIN {printf "%d %d %.0f\n", i, n, i / n}')
+}
+
 LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date -u +%Y-%m-%dT%H:%MZ)
-declare -A RATE CPU BUSY ERRS EP
+declare -A RATE CPU BUSY ERRS EP IN
 for sc in $SCENARIOS; do
+    if [[ $sc == instr ]]; then
+        command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || { log "instr needs valgrind"; continue; }
+        for k in h1 h2; do
+            for s in "${SERVERS[@]}"; do
+                instructions "$s" "$k"
+                IN[$k,$s]=$INSTR
+                log "instr $k $s: instructions requests per_request = $INSTR"
+            done
+        done
+        continue
+    fi
     if [[ $sc == epoll ]]; then
         for s in "${SERVERS[@]}"; do
             epoll_per_request "$s"
@@ -233,7 +296,7 @@ echo
 echo "| scenario | trioxide | tokio | throughput ratio (tokio / trioxide) | server µs/request trioxide | tokio | CPU ratio (trioxide / tokio) | server busy % trioxide / tokio | errors trioxide / tokio |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for sc in $SCENARIOS; do
-    [[ $sc == epoll ]] && continue
+    [[ $sc == epoll || $sc == instr ]] && continue
     unit=/s
     [[ $sc == tls_bulk ]] && unit=" MiB/s"
     a=${RATE[$sc,trioxide]} b=${RATE[$sc,tokio]} ca=${CPU[$sc,trioxide]} cb=${CPU[$sc,tokio]}
@@ -248,5 +311,21 @@ if [[ " $SCENARIOS " == *" epoll "* ]]; then
     for s in "${SERVERS[@]}"; do
         read -r c n pr pc <<<"${EP[$s]}"
         echo "| $s | $c | $n | $pr | $pc |"
+    done
+fi
+if [[ " $SCENARIOS " == *" instr "* ]]; then
+    echo
+    echo "User-space instructions per request under callgrind ($INSTR_SECS s of load after the server listens):"
+    echo
+    echo "| load | trioxide | tokio | ratio (trioxide / tokio) | requests trioxide / tokio |"
+    echo "|---|---:|---:|---:|---:|"
+    for k in h1 h2; do
+        read -r _ na pa <<<"${IN[$k,trioxide]:-nan nan nan}"
+        read -r _ nb pb <<<"${IN[$k,tokio]:-nan nan nan}"
+        case $k in
+            h1) what="h1, bench_loadgen http, 100 connections" ;;
+            h2) what="h2, h2load -c 10 -m 10" ;;
+        esac
+        echo "| $what | $pa | $pb | $(ratio "$pa" "$pb") | $na / $nb |"
     done
 fi
