@@ -1,7 +1,7 @@
 //! hyper on tokio's current-thread runtime, the way hyper-util documents it
-//! (`TokioIo`, `TokioExecutor`, the auto builder for HTTP/1 and HTTP/2 on
-//! one port), optionally behind tokio-rustls: the side trioxide's hyper
-//! integration is measured against in `benches/hyper.sh`.
+//! (`TokioIo`, `TokioExecutor`, `TokioTimer`, the auto builder for HTTP/1
+//! and HTTP/2 on one port), optionally behind tokio-rustls: the side
+//! trioxide's hyper integration is measured against in `benches/hyper.sh`.
 //!
 //! ```text
 //! bench_hyper_tokio --port N [--body BYTES] [--tls]
@@ -24,7 +24,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
 struct Args {
@@ -79,7 +79,12 @@ async fn serve(args: Args) {
                     Ok::<_, Infallible>(Response::new(Full::new(body)))
                 }
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            // A timer for both protocols, as `trioxide::hyper::server_builder`
+            // sets one: hyper then enforces HTTP/1's header_read_timeout (30 s)
+            // on both servers, which costs ~1500 instructions per request.
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new());
+            builder.http2().timer(TokioTimer::new());
             match acceptor {
                 Some(acceptor) => {
                     let Ok(tls) = acceptor.accept(stream).await else { return };
