@@ -481,10 +481,14 @@ fn cancel_scope_mid_body_cancels_the_client_and_the_server_sees_the_end() {
         assert_eq!(err.as_deref(), Some("error reading a body from connection"));
         // The server's connection ended with an error, not a panic: the
         // client is gone (its end of the pair was dropped with its task).
-        assert_eq!(
-            *served.borrow(),
-            Some(Err(("error shutting down connection".to_string(), Some(io::ErrorKind::BrokenPipe))))
-        );
+        // Where hyper was (writing its answer, or shutting down) when it
+        // found the peer gone depends on its poll order; the kind does not.
+        let served = served.borrow().clone();
+        match served {
+            Some(Err((msg, Some(io::ErrorKind::BrokenPipe))))
+                if msg == "error shutting down connection" || msg == "error writing a body to connection" => {}
+            other => panic!("the server connection should end with BrokenPipe, got {other:?}"),
+        }
         Ok(())
     });
     assert_nothing_left(report);

@@ -142,6 +142,28 @@ impl Core {
     }
 }
 
+impl Core {
+    /// The schedule point of a poll-level operation (`poll_receive`,
+    /// `poll_send`, ...), decided *before* its attempt, since a poll cannot
+    /// return its result and yield in one call. It shares the channels'
+    /// per-step streak: while other tasks are runnable it yields at every
+    /// `CHANNEL_BUDGET`-th poll-level operation of a step (and, with nobody
+    /// else runnable, every `IO_BUDGET`-th, as everywhere).
+    ///
+    /// Why not at every operation, as `after_io` does for `async fn`
+    /// operations: poll-level callers (hyper, TLS engines, codecs) make
+    /// several calls for one logical operation (a write, a flush, a read
+    /// that finds nothing), so yielding at each made hyper's connection
+    /// task take two steps per HTTP/1 request and run its dispatcher twice:
+    /// about 1,200 more instructions per request in `benches/hyper.sh`'s
+    /// `instr` scenario. A busy connection still lets the others run after
+    /// at most `CHANNEL_BUDGET` operations.
+    #[inline]
+    pub(crate) fn should_yield_before_poll_op(&self) -> bool {
+        self.should_yield_after_channel_op(false)
+    }
+}
+
 /// Lets other runnable tasks run after an I/O operation that completed
 /// without waiting, so one busy connection cannot starve the others (rule
 /// I2). It is a schedule point, not a cancel point: the operation's result

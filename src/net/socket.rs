@@ -216,6 +216,30 @@ impl<S: StreamIo> SocketStream<S> {
         })
     }
 
+    /// `poll_receive` into memory that may be uninitialised (hyper's read
+    /// buffer): one `read(2)` straight into it, so nothing is zeroed first.
+    /// On `Ready(Ok(n))` the first `n` bytes of `buf` are initialised, and
+    /// `n <= buf.len()` (the kernel never writes more than it is given).
+    pub(crate) fn poll_receive_uninit(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(self.source.check_poll_direction(Dir::Read).map(|()| 0));
+        }
+        let want = buf.len();
+        self.source.poll_op(Dir::Read, cx, |s| {
+            // SAFETY: `buf` is writable memory of `want` bytes, borrowed
+            // exclusively for the call; read(2) writes at most `want` bytes
+            // there and never reads it, so its being uninitialised is fine.
+            // The fd is open: `poll_op` lends `s` only while the source is
+            // not closed.
+            let n = syscall!(read(s.as_raw_fd(), buf.as_mut_ptr().cast(), want))? as usize;
+            Ok((n, n > 0 && n < want))
+        })
+    }
+
     /// The poll-level send (`PollSend`): one `write`, its count returned.
     pub(crate) fn poll_send(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         if let Err(e) = self.source.state.check_send() {

@@ -237,6 +237,19 @@ impl UnixStream {
     }
 }
 
+impl UnixStream {
+    /// `poll_receive` into uninitialised memory, with no zeroing: hyper's
+    /// reads (`src/hyper/io.rs`). See `SocketStream::poll_receive_uninit`.
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+    pub(crate) fn poll_receive_uninit(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [std::mem::MaybeUninit<u8>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.inner.poll_receive_uninit(cx, buf)
+    }
+}
+
 impl_stream_traits!(UnixStream);
 
 /// The receiving half of a [`UnixStream`], from [`UnixStream::into_split`].

@@ -28,11 +28,15 @@ use crate::stream::Resource;
 ///   so a scope catches it after `?` has carried it through hyper or any
 ///   other library (the "source is `Cancelled`" rule). A cancelled
 ///   `poll_receive` has consumed nothing.
-/// * **Schedule point: kept, before instead of after.** A poll cannot hand
-///   back data and yield in one call, so it yields *before* the attempt
-///   when another task is runnable (or the I/O budget is spent) and
-///   attempts on the next poll. A poll that suspended on readiness has
-///   yielded already.
+/// * **Schedule point: on a budget, before instead of after.** A poll
+///   cannot hand back data and yield in one call, so it yields *before*
+///   the attempt and attempts on the next poll. It does so on the memory
+///   channels' budget, not at every operation: while another task is
+///   runnable, at every [`CHANNEL_BUDGET`](crate::channel::CHANNEL_BUDGET)-th
+///   poll-level operation of a step (poll-level callers such as hyper make
+///   several calls per logical operation; yielding at each doubled hyper's
+///   steps per request). A poll that suspended on readiness has yielded
+///   already.
 /// * **One task per direction (I1): partly.** A poll while an `async fn`
 ///   operation holds the direction gets [`BusyResource`](crate::BusyResource).
 ///   Two poll-level users of one direction are not told apart: a poll

@@ -2,9 +2,9 @@
 //! (memory, lockstep, buffered): what `Source::poll_op` does for sockets
 //! and pipes, for streams whose readiness is their own state. The rules are
 //! [the poll layer's](super::poll): a cancel point before the stream is
-//! touched, and a schedule point *before* the attempt when another task is
-//! runnable (or the I/O budget is spent), skipped when the previous poll
-//! yielded or suspended.
+//! touched, and a schedule point *before* the attempt on the channels'
+//! budget (`Core::should_yield_before_poll_op`), skipped when the previous
+//! poll yielded or suspended.
 
 use std::cell::Cell;
 use std::io;
@@ -36,7 +36,7 @@ impl PollCheckpoint {
         if self.yielded.replace(false) {
             return Poll::Ready(Ok(()));
         }
-        if core.should_yield_after_io() {
+        if core.should_yield_before_poll_op() {
             self.yielded.set(true);
             cx.waker().wake_by_ref();
             return Poll::Pending;

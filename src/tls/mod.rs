@@ -700,7 +700,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
             yielded.set(false);
             return false;
         }
-        if Core::current().should_yield_after_io() {
+        if Core::current().should_yield_before_poll_op() {
             yielded.set(true);
             cx.waker().wake_by_ref();
             return true;

@@ -423,8 +423,9 @@ impl<S: AsRawFd> Source<S> {
     ///   the fd if the task's scope is cancelled, so a cancelled poll has
     ///   consumed nothing (rule I3's receive half);
     /// * **schedule point**: a poll cannot return its data *and* yield, so
-    ///   it yields *before* the attempt, when `after_io` would have yielded
-    ///   after it (another task is runnable, or the I/O budget is spent),
+    ///   it yields *before* the attempt, on the channels' budget
+    ///   (`Core::should_yield_before_poll_op`: every `CHANNEL_BUDGET`-th
+    ///   poll-level operation of a step while another task is runnable),
     ///   and attempts on the next poll; a poll that suspended on readiness
     ///   has given its schedule point already;
     /// * **one task per direction** (rule I1): a poll while an `async fn`
@@ -452,7 +453,7 @@ impl<S: AsRawFd> Source<S> {
         let yielded = &state.poll_yielded[dir as usize];
         if yielded.get() {
             yielded.set(false);
-        } else if core.should_yield_after_io() {
+        } else if core.should_yield_before_poll_op() {
             yielded.set(true);
             cx.waker().wake_by_ref();
             return Poll::Pending;
