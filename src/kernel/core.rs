@@ -37,8 +37,10 @@ use crate::kernel::parking_lot::Lot;
 use crate::kernel::remote::Shared;
 use crate::kernel::rng::Rng;
 use crate::kernel::run_local::RunLocals;
+use crate::kernel::scheduler::{Explore, Schedule};
 use crate::kernel::task::{self, Header, Interner, TaskId};
 use crate::kernel::timers::{TimerAction, Timers};
+use crate::kernel::trace::Trace;
 
 /// Everything the runtime owns. Lives on `run`'s stack frame (boxed, so its
 /// address is stable) and is reached through the thread-local context
@@ -89,8 +91,20 @@ pub(crate) struct Core {
     pub(super) timers: RefCell<Timers>,
     /// The run's clock (system or mock); read only when a timer is armed.
     pub(super) clock: Box<dyn Clock>,
-    /// The seeded source of the pass's reverse-or-not bit (rule S2).
+    /// The seeded source of the pass's reverse-or-not bit (rule S2), and
+    /// of every choice of the exploring strategies.
     pub(super) rng: RefCell<Rng>,
+    /// How the next task is picked; fixed for the run (`Builder::schedule`).
+    pub(super) schedule: Schedule,
+    /// PCT's priorities and change points; empty unless `schedule` is
+    /// `Pct`. Borrowed only between steps, never across a poll.
+    pub(super) explore: RefCell<Explore>,
+    /// Whether `trace` records; fixed for the run, so the step's test of
+    /// it always goes the same way.
+    pub(super) tracing: bool,
+    /// The run trace (`Builder::trace`): untouched while `tracing` is
+    /// false. Borrowed only for one `record`, never across a poll.
+    pub(super) trace: RefCell<Trace>,
     /// What other threads may touch: remote wake-ups and jobs.
     pub(super) shared: Arc<Shared>,
     /// The I/O driver: epoll and the registered sources.
