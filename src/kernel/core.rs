@@ -72,9 +72,14 @@ pub(crate) struct Core {
     /// The next pass's batch: tasks made runnable since the current pass
     /// began (rule S1). A task appears at most once (rule S4): it is pushed
     /// only when its header's `scheduled` flag goes from false to true.
+    /// Under an exploring `schedule` it holds every runnable task (the
+    /// pass picks from it and `swap_remove`s the pick), so its order is
+    /// not queue order there.
     pub(super) runq: RefCell<Vec<TaskId>>,
     /// Tasks of the current pass's batch not stepped yet (0 between
-    /// passes). With `runq`, tells the budget whether anybody else waits.
+    /// passes, and always 0 under an exploring `schedule`, whose runnable
+    /// tasks all stay in `runq`). With `runq`, tells the budget whether
+    /// anybody else waits.
     pub(super) batch_left: Cell<usize>,
     /// The task being stepped, or `TaskId::NONE` between steps.
     pub(super) current_task: Cell<TaskId>,

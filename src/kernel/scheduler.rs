@@ -19,6 +19,15 @@
 //! other, which shakes out ordering assumptions in tests. The bit comes from
 //! a seedable SplitMix64 (`rng.rs`).
 //!
+//! **Exploring strategies.** [`Schedule::Random`] and [`Schedule::Pct`]
+//! (for tests; `Builder::schedule`) replace the batch with a pick among
+//! *all* runnable tasks at every step, so they relax S1 and S3 (a task
+//! woken during a pass may run before one that was runnable when it
+//! began). A pass of theirs still takes as many steps as there were
+//! runnable tasks when it began, then collects I/O and deadlines as the
+//! batch pass does. The strategy is tested once per pass; the batch pass
+//! itself is the code it always was, and draws the same bits.
+//!
 //! **When to poll for I/O.** Trio polls for I/O between every two passes,
 //! with timeout 0 when tasks are runnable. With few runnable tasks that is
 //! one `epoll_wait` syscall per pass (~200 ns), more than the pass itself

@@ -349,7 +349,7 @@ impl std::error::Error for Failure {}
 /// use std::rc::Rc;
 /// use trioxide::{checkpoint, open_nursery, sim, BoxError, Schedule};
 /// // A planted lost update: read, checkpoint, write back.
-/// let found = sim::explore(0..200, Schedule::pct(3), |case| {
+/// let found = sim::explore(0..200, Schedule::pct(3), |case| -> Result<(), BoxError> {
 ///     let c = Rc::new(Cell::new(0));
 ///     let c2 = c.clone();
 ///     case.builder().run(open_nursery(|n| async move {
