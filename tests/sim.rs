@@ -248,3 +248,18 @@ fn trioxide_sim_env_replays_exactly_that_case() {
           re-run with TRIOXIDE_SIM=seed=1,schedule=random"]
     );
 }
+
+#[test]
+fn to_thread_runs_inline_under_sim_and_on_a_worker_otherwise() {
+    let here = std::thread::current().id();
+    let main = || async move {
+        let there = trioxide::to_thread::run_sync(|| std::thread::current().id()).await?;
+        Ok::<_, BoxError>(there)
+    };
+    let (there, _, trace) = sim::Builder::new().seed(1).run_with_trace(main());
+    assert_eq!(there.unwrap(), here);
+    // The call yielded once after the closure: two steps of main, nothing else.
+    assert_eq!(trace.len(), 2, "{:?}", trace.events());
+    let there = Builder::new().seed(1).run(main()).unwrap();
+    assert_ne!(there, here);
+}

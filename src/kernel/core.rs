@@ -110,6 +110,10 @@ pub(crate) struct Core {
     /// The run trace (`Builder::trace`): untouched while `tracing` is
     /// false. Borrowed only for one `record`, never across a poll.
     pub(super) trace: RefCell<Trace>,
+    /// Whether `to_thread::run_sync` runs its closure inline on the
+    /// runtime thread instead of a worker (`trioxide::sim`); fixed for the
+    /// run.
+    pub(super) threads_inline: bool,
     /// What other threads may touch: remote wake-ups and jobs.
     pub(super) shared: Arc<Shared>,
     /// The I/O driver: epoll and the registered sources.
@@ -309,6 +313,12 @@ impl Core {
     #[inline]
     pub(crate) fn run_id(&self) -> u64 {
         self.run_id
+    }
+
+    /// Whether `to_thread::run_sync` runs closures inline (simulation).
+    #[inline]
+    pub(crate) fn threads_inline(&self) -> bool {
+        self.threads_inline
     }
 
     /// The part of the run other threads may hold.

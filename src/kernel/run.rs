@@ -48,6 +48,7 @@ pub struct Builder {
     instruments: Vec<Rc<dyn Instrument>>,
     schedule: Schedule,
     trace: bool,
+    threads_inline: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -109,7 +110,14 @@ impl Builder {
     /// assert_eq!(out, "ran");
     /// ```
     pub fn new() -> Builder {
-        Builder { seed: None, clock: None, instruments: Vec::new(), schedule: Schedule::Batch, trace: false }
+        Builder {
+            seed: None,
+            clock: None,
+            instruments: Vec::new(),
+            schedule: Schedule::Batch,
+            trace: false,
+            threads_inline: false,
+        }
     }
 
     /// Fixes the scheduler's random seed: the same seed and the same program
@@ -233,6 +241,14 @@ impl Builder {
         self
     }
 
+    /// Makes `to_thread::run_sync` run its closures inline on the runtime
+    /// thread (for `trioxide::sim`, where a worker thread's timing would
+    /// make the run nondeterministic).
+    pub(crate) fn threads_inline(mut self, on: bool) -> Builder {
+        self.threads_inline = on;
+        self
+    }
+
     /// Like [`run_with_report`](Builder::run_with_report), tracing the run
     /// and keeping its first `keep` events (all are hashed).
     ///
@@ -315,6 +331,7 @@ impl Builder {
             explore: RefCell::new(Explore::default()),
             tracing: self.trace,
             trace: RefCell::new(Trace::new(keep)),
+            threads_inline: self.threads_inline,
             shared: Arc::new(Shared::new(mio_waker)),
             driver: RefCell::new(driver),
             has_instruments: Cell::new(!self.instruments.is_empty()),

@@ -14,9 +14,16 @@
 //!   (`TRIOXIDE_SIM=seed=1234,schedule=pct3`) makes it run exactly that
 //!   case.
 //!
+//! [`to_thread::run_sync`](crate::to_thread::run_sync) runs its closure
+//! inline, on the runtime thread, and then yields once (a shielded
+//! checkpoint): no worker thread, no capacity limiter, and nothing else
+//! runs while the closure does. A closure that calls back into the run
+//! through `from_thread` cannot work inline: it gets
+//! [`FromThreadError::OnRuntimeThread`](crate::from_thread::FromThreadError::OnRuntimeThread).
+//!
 //! Not simulated yet (see DESIGN.md, "Deterministic simulation"): real
-//! sockets and the order epoll reports them in, the `to_thread` pool, and
-//! the system clock read by code that bypasses the run's clock. A program
+//! sockets and the order epoll reports them in, and the system clock read
+//! by code that bypasses the run's clock. A program
 //! that uses only the run's clock, timers, nurseries, cancel scopes,
 //! channels, sync primitives and in-memory streams is deterministic.
 //!
@@ -203,7 +210,7 @@ impl Builder {
     fn kernel_builder(self) -> crate::Builder {
         let clock = MockClock::new();
         clock.set_autojump_threshold(Some(Duration::ZERO));
-        crate::Builder::new().seed(self.seed).schedule(self.schedule).clock(clock)
+        crate::Builder::new().seed(self.seed).schedule(self.schedule).clock(clock).threads_inline(true)
     }
 
     /// Runs `main` to completion in simulation and returns its output.
