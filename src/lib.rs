@@ -25,6 +25,7 @@ mod net;
 mod nursery;
 pub mod process;
 pub mod signal;
+pub mod sim;
 mod stream;
 pub mod sync;
 pub mod testing;
@@ -94,8 +95,10 @@ pub use kernel::io::driver::{io_stats, IoStats};
 pub use kernel::io::raw_fd::{notify_closing, wait_readable, wait_writable};
 pub use kernel::rng::{current_seed, SEED_ENV};
 pub use kernel::run::{run, Builder, RunReport};
+pub use kernel::scheduler::{ParseScheduleError, Schedule, PCT_STEPS};
 pub use kernel::statistics::{current_statistics, IoStatistics, RunStatistics};
 pub use kernel::task::TaskId;
+pub use kernel::trace::{Trace, TraceEvent};
 pub use net::connect::{happy_eyeballs, open_tcp_stream, HAPPY_EYEBALLS_DELAY};
 pub use net::serve::{
     open_tcp_listeners, serve_listeners, serve_tcp, AbandonOnDrain, GracefulShutdown, IdleWaiter, LocalAddr, Server,

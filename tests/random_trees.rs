@@ -523,7 +523,7 @@ fn check_panic(panic: Option<&(dyn Any + Send)>, ctx: &Ctx) -> Result<(), String
 
 /// What a run did, for the summary.
 #[derive(Default, Debug)]
-struct Stats {
+pub(crate) struct Stats {
     runs: usize,
     nodes: usize,
     errors: usize,
@@ -531,8 +531,14 @@ struct Stats {
     too_slow: usize,
 }
 
+thread_local! {
+    /// The schedule `run_seed` runs under: Trio's batch pass here;
+    /// tests/schedules.rs includes this file and sets the others.
+    pub(crate) static SCHEDULE: std::cell::Cell<trioxide::Schedule> = const { std::cell::Cell::new(trioxide::Schedule::Batch) };
+}
+
 /// Runs the tree of `seed` and checks it; `Err` describes the failure.
-fn run_seed(seed: u64, verbose: bool, stats: &mut Stats) -> Result<(), String> {
+pub(crate) fn run_seed(seed: u64, verbose: bool, stats: &mut Stats) -> Result<(), String> {
     let root = Rc::new(generate(seed));
     if verbose {
         eprintln!("seed {seed}: tree {root:#?}");
@@ -542,7 +548,7 @@ fn run_seed(seed: u64, verbose: bool, stats: &mut Stats) -> Result<(), String> {
     stats.nodes += count_nodes(&root);
     let clock = MockClock::new();
     clock.set_autojump_threshold(Some(Duration::ZERO));
-    let builder = Builder::new().seed(seed).clock(clock);
+    let builder = Builder::new().seed(seed).clock(clock).schedule(SCHEDULE.get());
     // Odd seeds catch a panic outside `run` (as a user would); even seeds
     // catch it inside `main`, so the report can be checked as well.
     let catch_inside = seed.is_multiple_of(2);
@@ -587,7 +593,7 @@ fn run_seed(seed: u64, verbose: bool, stats: &mut Stats) -> Result<(), String> {
 }
 
 /// Keeps the expected panics of the trees out of the test output.
-fn quiet_injected_panics() {
+pub(crate) fn quiet_injected_panics() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let default = std::panic::take_hook();

@@ -37,8 +37,10 @@ use crate::kernel::parking_lot::Lot;
 use crate::kernel::remote::Shared;
 use crate::kernel::rng::Rng;
 use crate::kernel::run_local::RunLocals;
+use crate::kernel::scheduler::{Explore, Schedule};
 use crate::kernel::task::{self, Header, Interner, TaskId};
 use crate::kernel::timers::{TimerAction, Timers};
+use crate::kernel::trace::Trace;
 
 /// Everything the runtime owns. Lives on `run`'s stack frame (boxed, so its
 /// address is stable) and is reached through the thread-local context
@@ -70,9 +72,14 @@ pub(crate) struct Core {
     /// The next pass's batch: tasks made runnable since the current pass
     /// began (rule S1). A task appears at most once (rule S4): it is pushed
     /// only when its header's `scheduled` flag goes from false to true.
+    /// Under an exploring `schedule` it holds every runnable task (the
+    /// pass picks from it and `swap_remove`s the pick), so its order is
+    /// not queue order there.
     pub(super) runq: RefCell<Vec<TaskId>>,
     /// Tasks of the current pass's batch not stepped yet (0 between
-    /// passes). With `runq`, tells the budget whether anybody else waits.
+    /// passes, and always 0 under an exploring `schedule`, whose runnable
+    /// tasks all stay in `runq`). With `runq`, tells the budget whether
+    /// anybody else waits.
     pub(super) batch_left: Cell<usize>,
     /// The task being stepped, or `TaskId::NONE` between steps.
     pub(super) current_task: Cell<TaskId>,
@@ -89,8 +96,24 @@ pub(crate) struct Core {
     pub(super) timers: RefCell<Timers>,
     /// The run's clock (system or mock); read only when a timer is armed.
     pub(super) clock: Box<dyn Clock>,
-    /// The seeded source of the pass's reverse-or-not bit (rule S2).
+    /// The seeded source of the pass's reverse-or-not bit (rule S2), and
+    /// of every choice of the exploring strategies.
     pub(super) rng: RefCell<Rng>,
+    /// How the next task is picked; fixed for the run (`Builder::schedule`).
+    pub(super) schedule: Schedule,
+    /// PCT's priorities and change points; empty unless `schedule` is
+    /// `Pct`. Borrowed only between steps, never across a poll.
+    pub(super) explore: RefCell<Explore>,
+    /// Whether `trace` records; fixed for the run, so the step's test of
+    /// it always goes the same way.
+    pub(super) tracing: bool,
+    /// The run trace (`Builder::trace`): untouched while `tracing` is
+    /// false. Borrowed only for one `record`, never across a poll.
+    pub(super) trace: RefCell<Trace>,
+    /// Whether `to_thread::run_sync` runs its closure inline on the
+    /// runtime thread instead of a worker (`trioxide::sim`); fixed for the
+    /// run.
+    pub(super) threads_inline: bool,
     /// What other threads may touch: remote wake-ups and jobs.
     pub(super) shared: Arc<Shared>,
     /// The I/O driver: epoll and the registered sources.
@@ -290,6 +313,12 @@ impl Core {
     #[inline]
     pub(crate) fn run_id(&self) -> u64 {
         self.run_id
+    }
+
+    /// Whether `to_thread::run_sync` runs closures inline (simulation).
+    #[inline]
+    pub(crate) fn threads_inline(&self) -> bool {
+        self.threads_inline
     }
 
     /// The part of the run other threads may hold.

@@ -6,13 +6,14 @@
 //! | `core.rs` | [`Core`]: the run's state, each field with its invariant; the `pub(crate)` API the layers above use |
 //! | `context.rs` | the thread-local pointer that finds the running `Core` |
 //! | `run.rs` | [`run`](crate::run), [`Builder`](crate::Builder), [`RunReport`](crate::RunReport) |
-//! | `scheduler.rs` | the scheduler pass: Trio's batches, reverse-or-not, when to poll I/O, idling |
+//! | `scheduler.rs` | the scheduler pass: Trio's batches, reverse-or-not, the exploring strategies ([`Schedule`](crate::Schedule)), when to poll I/O, idling |
 //! | `task.rs` | a task's allocation, its header and waker, [`TaskId`](crate::TaskId) |
 //! | `remote.rs` | what other threads touch: remote wake-ups, jobs, the parking handshake |
 //! | `cancel.rs` | the cancel-status tree and [`CancelScope`](crate::CancelScope) |
 //! | `timers.rs` | the timer store: deadlines of sleeps and scopes |
 //! | `clock.rs` | [`Instant`](crate::Instant), the system and mock clocks |
 //! | `rng.rs` | the seedable random source of the pass |
+//! | `trace.rs` | the opt-in run trace and its hash ([`Trace`](crate::Trace)) |
 //! | `budget.rs` | the one cooperative budget of I/O, channels and sync |
 //! | `instrument.rs` | instruments and the task tree |
 //! | `idle.rs` | [`wait_all_tasks_blocked`](crate::wait_all_tasks_blocked) |
@@ -52,10 +53,11 @@ pub(crate) mod remote;
 pub(crate) mod rng;
 pub(crate) mod run;
 pub(crate) mod run_local;
-mod scheduler;
+pub(crate) mod scheduler;
 pub(crate) mod statistics;
 pub(crate) mod sys;
 pub(crate) mod task;
 pub(crate) mod timers;
+pub(crate) mod trace;
 
 pub(crate) use self::core::Core;

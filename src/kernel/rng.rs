@@ -77,6 +77,17 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// Uniform in `0..n` (`n > 0`), by Lemire's multiply-shift: one
+    /// multiply, no division. The bias is below `n / 2^64`, far below what
+    /// a schedule could show. Used by the exploring strategies
+    /// (`Schedule::Random`, `Schedule::Pct`), never by the batch pass, so
+    /// the batch pass's bit stream is unchanged.
+    #[inline]
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        debug_assert!(n > 0);
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
     /// One fair coin flip.
     #[inline]
     pub(crate) fn bit(&mut self) -> bool {
@@ -104,6 +115,12 @@ mod tests {
         assert_eq!(xs, ys);
         let ones = xs.iter().filter(|&&x| x).count();
         assert!((400..600).contains(&ones), "{ones} ones in 1000 flips");
+        let mut r = Rng::new(3);
+        let mut seen = [0u32; 5];
+        for _ in 0..5000 {
+            seen[r.below(5) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&k| (800..1200).contains(&k)), "{seen:?}");
         let mut c = Rng::new(8);
         let zs: Vec<bool> = (0..1000).map(|_| c.bit()).collect();
         assert_ne!(xs, zs);

@@ -24,8 +24,10 @@ use crate::kernel::io::driver::Driver;
 use crate::kernel::remote::Shared;
 use crate::kernel::rng::Rng;
 use crate::kernel::run_local::RunLocals;
+use crate::kernel::scheduler::{Explore, Schedule};
 use crate::kernel::task::{Interner, MainTask, TaskId};
 use crate::kernel::timers::Timers;
+use crate::kernel::trace::Trace;
 use crate::kernel::Core;
 
 /// Source of `Core::run_id`: 1, 2, ... (0 means "no run" in `IoState`).
@@ -44,6 +46,9 @@ pub struct Builder {
     seed: Option<u64>,
     clock: Option<Box<dyn Clock>>,
     instruments: Vec<Rc<dyn Instrument>>,
+    schedule: Schedule,
+    trace: bool,
+    threads_inline: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -52,6 +57,8 @@ impl std::fmt::Debug for Builder {
             .field("seed", &self.seed)
             .field("mock_or_custom_clock", &self.clock.is_some())
             .field("instruments", &self.instruments.len())
+            .field("schedule", &self.schedule)
+            .field("trace", &self.trace)
             .finish()
     }
 }
@@ -88,6 +95,10 @@ pub struct RunReport {
     pub task_allocations_left: usize,
     /// The seed the scheduler used (to replay an interleaving).
     pub seed: u64,
+    /// The hash of the run's trace if it was traced ([`Builder::trace`]),
+    /// else `None`: equal for two runs that stepped the same tasks, fired
+    /// the same timers and saw the same I/O events in the same order.
+    pub trace_hash: Option<u64>,
 }
 
 impl Builder {
@@ -99,7 +110,14 @@ impl Builder {
     /// assert_eq!(out, "ran");
     /// ```
     pub fn new() -> Builder {
-        Builder { seed: None, clock: None, instruments: Vec::new() }
+        Builder {
+            seed: None,
+            clock: None,
+            instruments: Vec::new(),
+            schedule: Schedule::Batch,
+            trace: false,
+            threads_inline: false,
+        }
     }
 
     /// Fixes the scheduler's random seed: the same seed and the same program
@@ -173,6 +191,83 @@ impl Builder {
         self
     }
 
+    /// Picks the scheduling strategy (default: [`Schedule::Batch`], Trio's
+    /// pass). The exploring strategies are for tests: with
+    /// [`seed`](Builder::seed), each seed is one replayable interleaving.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use trioxide::{checkpoint, open_nursery, BoxError, Builder, Schedule};
+    /// // A lost update: read, checkpoint, write back.
+    /// let lost = |seed| {
+    ///     let c = Rc::new(Cell::new(0));
+    ///     let c2 = c.clone();
+    ///     Builder::new().seed(seed).schedule(Schedule::Random).run(open_nursery(|n| async move {
+    ///         for _ in 0..2 {
+    ///             let c = c2.clone();
+    ///             n.start_soon(async move {
+    ///                 let v = c.get();
+    ///                 checkpoint().await?;
+    ///                 c.set(v + 1);
+    ///                 Ok::<_, BoxError>(())
+    ///             })?;
+    ///         }
+    ///         Ok::<_, BoxError>(())
+    ///     })).unwrap();
+    ///     c.get() != 2
+    /// };
+    /// assert!((0..50).any(lost)); // some seed interleaves the two
+    /// ```
+    pub fn schedule(mut self, schedule: Schedule) -> Builder {
+        self.schedule = schedule;
+        self
+    }
+
+    /// Records the run's trace ([`Trace`]) and reports its hash in
+    /// [`RunReport::trace_hash`]. Off by default; off, it costs one
+    /// predictable branch per task step.
+    ///
+    /// ```
+    /// use trioxide::{checkpoint, Builder};
+    /// let hash = |seed| {
+    ///     let (_, report) = Builder::new().seed(seed).trace(true).run_with_report(async { checkpoint().await });
+    ///     report.trace_hash.unwrap()
+    /// };
+    /// assert_eq!(hash(4), hash(4));
+    /// ```
+    pub fn trace(mut self, on: bool) -> Builder {
+        self.trace = on;
+        self
+    }
+
+    /// Makes `to_thread::run_sync` run its closures inline on the runtime
+    /// thread (for `trioxide::sim`, where a worker thread's timing would
+    /// make the run nondeterministic).
+    pub(crate) fn threads_inline(mut self, on: bool) -> Builder {
+        self.threads_inline = on;
+        self
+    }
+
+    /// Like [`run_with_report`](Builder::run_with_report), tracing the run
+    /// and keeping its first `keep` events (all are hashed).
+    ///
+    /// ```
+    /// use trioxide::{Builder, TraceEvent};
+    /// let (out, report, trace) = Builder::new().seed(1).run_with_trace(async { 5 }, 16);
+    /// assert_eq!(out, 5);
+    /// assert_eq!(report.trace_hash, Some(trace.hash()));
+    /// assert!(matches!(trace.events(), [TraceEvent::Step(_)]));
+    /// ```
+    ///
+    /// # Panics
+    /// As [`run`](Builder::run).
+    #[track_caller]
+    pub fn run_with_trace<F: Future>(mut self, main: F, keep: usize) -> (F::Output, RunReport, Trace) {
+        self.trace = true;
+        self.run_inner(main, keep)
+    }
+
     /// Runs `main` to completion and returns its output.
     ///
     /// # Panics
@@ -204,6 +299,12 @@ impl Builder {
     /// As [`run`](Builder::run).
     #[track_caller]
     pub fn run_with_report<F: Future>(self, main: F) -> (F::Output, RunReport) {
+        let (out, report, _) = self.run_inner(main, 0);
+        (out, report)
+    }
+
+    #[track_caller]
+    fn run_inner<F: Future>(self, main: F, keep: usize) -> (F::Output, RunReport, Trace) {
         assert!(
             Core::try_current().is_none(),
             "trioxide::run called inside a running trioxide runtime; use a nursery instead"
@@ -226,6 +327,11 @@ impl Builder {
             timers: RefCell::new(Timers::default()),
             clock: self.clock.unwrap_or_else(|| Box::new(SystemClock::new())),
             rng: RefCell::new(Rng::new(seed)),
+            schedule: self.schedule,
+            explore: RefCell::new(Explore::default()),
+            tracing: self.trace,
+            trace: RefCell::new(Trace::new(keep)),
+            threads_inline: self.threads_inline,
             shared: Arc::new(Shared::new(mio_waker)),
             driver: RefCell::new(driver),
             has_instruments: Cell::new(!self.instruments.is_empty()),
@@ -253,9 +359,11 @@ impl Builder {
             timers_left: core.timers.borrow().len(),
             task_allocations_left: core.tasks.borrow().len() + core.shared.detached_allocations.load(Ordering::Relaxed),
             seed,
+            trace_hash: core.tracing.then(|| core.trace.borrow().hash()),
         };
         drop(guard);
-        (out, report)
+        let trace = core.trace.replace(Trace::new(0));
+        (out, report, trace)
     }
 }
 

@@ -19,6 +19,15 @@
 //! other, which shakes out ordering assumptions in tests. The bit comes from
 //! a seedable SplitMix64 (`rng.rs`).
 //!
+//! **Exploring strategies.** [`Schedule::Random`] and [`Schedule::Pct`]
+//! (for tests; `Builder::schedule`) replace the batch with a pick among
+//! *all* runnable tasks at every step, so they relax S1 and S3 (a task
+//! woken during a pass may run before one that was runnable when it
+//! began). A pass of theirs still takes as many steps as there were
+//! runnable tasks when it began, then collects I/O and deadlines as the
+//! batch pass does. The strategy is tested once per pass; the batch pass
+//! itself is the code it always was, and draws the same bits.
+//!
 //! **When to poll for I/O.** Trio polls for I/O between every two passes,
 //! with timeout 0 when tasks are runnable. With few runnable tasks that is
 //! one `epoll_wait` syscall per pass (~200 ns), more than the pass itself
@@ -39,8 +48,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::kernel::remote::Job;
+use crate::kernel::rng::Rng;
 use crate::kernel::task::{main_waker, TaskId};
 use crate::kernel::timers::Fired;
+use crate::kernel::trace::TraceEvent;
 use crate::kernel::Core;
 
 /// How long an idle runtime spins, waiting for a cross-thread wake-up,
@@ -84,8 +95,20 @@ impl Core {
                 }
             }
         };
+        let exploring = self.schedule != Schedule::Batch;
+        if let Schedule::Pct { depth, steps } = self.schedule {
+            self.explore.borrow_mut().choose_change_points(&mut self.rng.borrow_mut(), depth, steps);
+        }
         loop {
             self.collect(&mut scratch);
+            if exploring {
+                // One test per pass, never per step of the batch pass.
+                self.explore_pass(main_id, &mut poll_main);
+                if self.tasks.borrow().is_empty() {
+                    break;
+                }
+                continue;
+            }
             std::mem::swap(&mut *self.runq.borrow_mut(), &mut batch);
             let reverse = self.rng.borrow_mut().bit();
             let n = batch.len();
@@ -128,6 +151,9 @@ impl Core {
         self.current_status.set(header.root_ptr());
         self.waiting_on.set("");
         self.budget.begin_step();
+        if self.tracing {
+            self.trace.borrow_mut().record(TraceEvent::Step(id));
+        }
         if self.has_instruments.get() {
             self.each_instrument(|i| i.before_task_step(id));
         }
@@ -173,6 +199,9 @@ impl Core {
         if !self.timers.borrow().is_empty() {
             let now = self.now();
             self.timers.borrow_mut().expire(now, &mut scratch.fired);
+            if self.tracing && !scratch.fired.is_empty() {
+                self.trace.borrow_mut().record(TraceEvent::Timers { at: now, fired: scratch.fired.len() as u32 });
+            }
             for f in scratch.fired.drain(..) {
                 match f {
                     Fired::Wake(w) => w.wake(),
@@ -189,6 +218,9 @@ impl Core {
             self.remote_streak.set(SPIN_STREAK);
         }
         for id in scratch.remote.drain(..) {
+            if self.tracing {
+                self.trace.borrow_mut().record(TraceEvent::Remote(id));
+            }
             self.wake_task(id, true);
         }
         for job in scratch.jobs.drain(..) {
@@ -255,7 +287,12 @@ impl Core {
         }
         match primed {
             Primed::Idle(cushion) => self.idle.wake_all_with(cushion),
-            Primed::Autojump(deadline) => self.clock.autojump(deadline),
+            Primed::Autojump(deadline) => {
+                if self.tracing {
+                    self.trace.borrow_mut().record(TraceEvent::Jump(deadline));
+                }
+                self.clock.autojump(deadline)
+            }
             Primed::No => {}
         }
     }
@@ -278,6 +315,9 @@ impl Core {
             self.each_instrument(|i| i.before_io_wait(timeout));
         }
         let n = self.driver.borrow_mut().wait(timeout, woken);
+        if self.tracing && n > 0 {
+            self.trace.borrow_mut().record(TraceEvent::Io { events: n as u32 });
+        }
         // Woken after the driver's borrow ends: a waker may be anything.
         for w in woken.drain(..) {
             w.wake();
@@ -311,4 +351,232 @@ struct Scratch {
     io: Vec<Waker>,
     remote: Vec<TaskId>,
     jobs: Vec<Job>,
+}
+
+/// The estimate of a run's length, in task steps, that [`Schedule::pct`]
+/// draws PCT's change points from (`K` in the paper). PCT finds a bug of
+/// depth `d` with probability at least `1 / (n · K^(d-1))` when `K` bounds
+/// the run's steps, and change points past the run's end are wasted, so
+/// `K` should be near the number of steps of the runs explored: unit-test
+/// sized workloads take tens to a few hundred steps ([`Trace::len`](crate::Trace::len)
+/// counts them). Give another estimate with `Schedule::Pct { depth, steps }`.
+///
+/// ```
+/// assert_eq!(trioxide::Schedule::pct(3), trioxide::Schedule::Pct { depth: 3, steps: trioxide::PCT_STEPS });
+/// ```
+pub const PCT_STEPS: u32 = 100;
+
+/// How the scheduler picks the next task to step: selected per run with
+/// [`Builder::schedule`](crate::Builder::schedule). Every choice comes from
+/// the run's seeded random source, so the seed and the schedule replay the
+/// interleaving exactly.
+///
+/// * [`Batch`](Schedule::Batch) (the default) is Trio's pass: the tasks
+///   runnable when a pass begins run in queue order or reversed (rules
+///   S1–S3). It is what programs run with.
+/// * [`Random`](Schedule::Random) steps a uniformly random runnable task
+///   each time, including tasks woken a moment ago.
+/// * [`Pct`](Schedule::Pct) is Probabilistic Concurrency Testing
+///   (Burckhardt, Kothari, Musuvathi & Nagarakatte, ASPLOS 2010): each
+///   task gets a random priority when it is first runnable, `depth - 1`
+///   change points are drawn among the first `steps` steps, the runnable
+///   task of highest priority always runs, and at a change point the task
+///   that just ran drops below every other. A bug that needs `d` ordering
+///   constraints is found with probability at least `1/(n·steps^(d-1))`
+///   per run.
+///
+/// The exploring strategies relax S1 and S3 (see DESIGN.md, "Deterministic
+/// simulation"); the nursery and cancel rules hold under every strategy.
+/// A task that spins on checkpoints waiting for another (`while !flag {
+/// checkpoint().await }`) can starve it forever under `Pct`, as in the
+/// paper: wait on an [`Event`](crate::Event) instead.
+///
+/// ```
+/// use trioxide::{checkpoint, Builder, Schedule};
+/// for schedule in [Schedule::Batch, Schedule::Random, Schedule::pct(3)] {
+///     let out = Builder::new().seed(9).schedule(schedule).run(async {
+///         checkpoint().await?;
+///         Ok::<_, trioxide::Cancelled>(1)
+///     });
+///     assert_eq!(out, Ok(1));
+/// }
+/// // Written and read as in `TRIOXIDE_SIM` (`pctD` uses `PCT_STEPS`).
+/// assert_eq!(Schedule::pct(3).to_string(), "pct3");
+/// assert_eq!("pct2:500".parse::<Schedule>(), Ok(Schedule::Pct { depth: 2, steps: 500 }));
+/// assert_eq!("random".parse::<Schedule>(), Ok(Schedule::Random));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Schedule {
+    /// Trio's batch pass with one reverse-or-not coin per pass.
+    #[default]
+    Batch,
+    /// A uniformly random runnable task at every step.
+    Random,
+    /// PCT with `depth - 1` change points among the first `steps` steps.
+    Pct {
+        /// The bug depth searched for (`d`; at least 1).
+        depth: u32,
+        /// The estimate of the run's length in steps (`K`).
+        steps: u32,
+    },
+}
+
+impl Schedule {
+    /// PCT of depth `depth` with the default length estimate [`PCT_STEPS`].
+    ///
+    /// ```
+    /// assert!(matches!(trioxide::Schedule::pct(2), trioxide::Schedule::Pct { depth: 2, .. }));
+    /// ```
+    pub const fn pct(depth: u32) -> Schedule {
+        Schedule::Pct { depth, steps: PCT_STEPS }
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Schedule::Batch => f.write_str("batch"),
+            Schedule::Random => f.write_str("random"),
+            Schedule::Pct { depth, steps } if steps == PCT_STEPS => write!(f, "pct{depth}"),
+            Schedule::Pct { depth, steps } => write!(f, "pct{depth}:{steps}"),
+        }
+    }
+}
+
+/// A schedule name that is not `batch`, `random`, `pctD` or `pctD:K`.
+///
+/// ```
+/// let e = "fifo".parse::<trioxide::Schedule>().unwrap_err();
+/// assert_eq!(e.to_string(), "unknown schedule `fifo` (expected batch, random, pctD or pctD:K)");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseScheduleError(String);
+
+impl std::fmt::Display for ParseScheduleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown schedule `{}` (expected batch, random, pctD or pctD:K)", self.0)
+    }
+}
+
+impl std::error::Error for ParseScheduleError {}
+
+impl std::str::FromStr for Schedule {
+    type Err = ParseScheduleError;
+
+    fn from_str(s: &str) -> Result<Schedule, ParseScheduleError> {
+        let bad = || ParseScheduleError(s.to_string());
+        match s {
+            "batch" => return Ok(Schedule::Batch),
+            "random" => return Ok(Schedule::Random),
+            _ => {}
+        }
+        let rest = s.strip_prefix("pct").ok_or_else(bad)?;
+        let (d, k) = match rest.split_once(':') {
+            Some((d, k)) => (d, Some(k)),
+            None => (rest, None),
+        };
+        let depth: u32 = d.parse().map_err(|_| bad())?;
+        let steps: u32 = match k {
+            Some(k) => k.parse().map_err(|_| bad())?,
+            None => PCT_STEPS,
+        };
+        if depth == 0 || steps == 0 {
+            return Err(bad());
+        }
+        Ok(Schedule::Pct { depth, steps })
+    }
+}
+
+/// PCT's state for one run (unused by the other strategies).
+#[derive(Default)]
+pub(crate) struct Explore {
+    /// Steps taken so far by the exploring pass (1-based once stepping).
+    steps: u64,
+    /// Priority of the task in each slab slot, with the id it was drawn
+    /// for: an entry whose id is not the slot's current task is stale and
+    /// drawn afresh. Initial priorities lie in `[2^62, 2^63)`; demoted ones
+    /// are below `depth`, so below every initial one.
+    prio: Vec<(TaskId, u64)>,
+    /// The steps after which the task that ran is demoted, ascending.
+    change_points: Vec<u64>,
+    /// The priority the next demoted task gets (`depth - 1`, then lower).
+    next_low: u64,
+}
+
+impl Explore {
+    /// Draws `depth - 1` distinct change points uniformly in `1..=steps`.
+    fn choose_change_points(&mut self, rng: &mut Rng, depth: u32, steps: u32) {
+        let want = (depth.saturating_sub(1) as u64).min(steps as u64);
+        while (self.change_points.len() as u64) < want {
+            let c = rng.below(steps as u64) + 1;
+            if !self.change_points.contains(&c) {
+                self.change_points.push(c);
+            }
+        }
+        self.change_points.sort_unstable();
+        self.next_low = depth.saturating_sub(1) as u64;
+    }
+
+    /// The priority of `id`, drawn on first sight.
+    fn priority(&mut self, id: TaskId, rng: &mut Rng) -> u64 {
+        let key = id.key();
+        if self.prio.len() <= key {
+            self.prio.resize(key + 1, (TaskId::NONE, 0));
+        }
+        if self.prio[key].0 != id {
+            self.prio[key] = (id, (rng.next_u64() >> 2) | 1 << 62);
+        }
+        self.prio[key].1
+    }
+}
+
+impl Core {
+    /// One pass of an exploring strategy: as many steps as there were
+    /// runnable tasks when it began (so I/O and deadlines are collected as
+    /// often as under the batch pass), each picking among all runnable
+    /// tasks, including ones woken during the pass.
+    fn explore_pass(&self, main_id: TaskId, poll_main: &mut impl FnMut() -> bool) {
+        let n = self.runq.borrow().len();
+        let pct = matches!(self.schedule, Schedule::Pct { .. });
+        for _ in 0..n {
+            let id = {
+                let mut q = self.runq.borrow_mut();
+                if q.is_empty() {
+                    break;
+                }
+                let mut rng = self.rng.borrow_mut();
+                let i = if pct {
+                    let mut ex = self.explore.borrow_mut();
+                    let mut best = 0;
+                    let mut best_prio = 0;
+                    for (i, &id) in q.iter().enumerate() {
+                        let p = ex.priority(id, &mut rng);
+                        if p > best_prio {
+                            best = i;
+                            best_prio = p;
+                        }
+                    }
+                    best
+                } else {
+                    rng.below(q.len() as u64) as usize
+                };
+                q.swap_remove(i)
+            };
+            self.step(id, main_id, poll_main);
+            if pct {
+                let mut ex = self.explore.borrow_mut();
+                ex.steps += 1;
+                if ex.change_points.first() == Some(&ex.steps) {
+                    ex.change_points.remove(0);
+                    let low = ex.next_low;
+                    ex.next_low = low.saturating_sub(1);
+                    if let Some(slot) = ex.prio.get_mut(id.key()) {
+                        if slot.0 == id {
+                            slot.1 = low;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -171,6 +171,17 @@ where
     if Core::current().is_cancelled() {
         return Err(Cancelled.into());
     }
+    if Core::current().threads_inline() {
+        // Simulation (`trioxide::sim`): no worker thread, so no limiter and
+        // no nondeterministic hand-over; the closure runs here, then the
+        // call yields once, as a call that waited would have.
+        let out = catch_unwind(AssertUnwindSafe(f));
+        crate::time::cancel_shielded_checkpoint().await;
+        return match out {
+            Ok(v) => Ok(v),
+            Err(panic) => resume_unwind(panic),
+        };
+    }
     let limiter = limiter.unwrap_or_else(current_default_thread_limiter);
     // Each call borrows on behalf of a borrower of its own, as Trio does
     // (a task may have several calls in flight through select-like code).
