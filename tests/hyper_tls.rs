@@ -14,7 +14,7 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -22,8 +22,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Version};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ServerConfig};
+use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::ServerConfig;
 use trioxide::hyper::{cancel_aware, server_builder, HyperIo, NurseryExecutor};
 use trioxide::sync::Event;
 use trioxide::tls::TlsStream;
@@ -36,44 +36,9 @@ const HANG_GUARD: Duration = Duration::from_secs(3600);
 
 // ---- Certificates and configs ----
 
-/// A CA's certificate, and a leaf for "localhost" signed by it with its
-/// PKCS#8 key. Made once per test binary, never stored.
-struct Pki {
-    ca: CertificateDer<'static>,
-    leaf: CertificateDer<'static>,
-    key: Vec<u8>,
-}
-
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(rcgen::DnType::CommonName, "trioxide hyper test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let leaf = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
-        Pki { ca: ca_cert.der().clone(), leaf: leaf.der().clone(), key: key.serialize_der() }
-    })
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn client_config(alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki().ca.clone()).unwrap();
-    let mut c = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(c)
-}
+#[path = "support/pki.rs"]
+mod support_pki;
+use support_pki::{client_config, pki, provider};
 
 /// The server offers HTTP/2 first, then HTTP/1.1.
 fn server_config() -> Arc<ServerConfig> {

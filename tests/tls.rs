@@ -11,14 +11,14 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use io_support::{
     assert_kind, assert_same_bytes, io_clock, pattern, recv_exact, recv_to_end, run_io, run_on, tcp_pair,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 use trioxide::testing::{check_half_closeable_stream, check_two_way_stream, wait_all_tasks_blocked};
 use trioxide::tls::TlsStream;
@@ -29,32 +29,9 @@ use trioxide::{
 
 // ---- Certificates and configs ----
 
-/// The test PKI: a CA's certificate, and a leaf for "localhost" signed by
-/// it with its PKCS#8 key. Made once per test binary, never stored.
-struct Pki {
-    ca: CertificateDer<'static>,
-    leaf: CertificateDer<'static>,
-    key: Vec<u8>,
-}
-
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(rcgen::DnType::CommonName, "trioxide test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let leaf = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
-        Pki { ca: ca_cert.der().clone(), leaf: leaf.der().clone(), key: key.serialize_der() }
-    })
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+#[path = "support/pki.rs"]
+mod support_pki;
+use support_pki::{pki, provider};
 
 const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
 const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
