@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# examples/hyper_server against real HTTP clients, as a process: curl
+# ecosystem/examples/hyper_server against real HTTP clients, as a process: curl
 # (HTTP/1.1, the h2c upgrade, HTTP/2 with prior knowledge, HTTPS with
 # HTTP/2 by ALPN and HTTP/1.1, POST echoes), h2load (1000 requests over
 # h2c and over https) and wrk (2 s of HTTP/1.1, plain and https), then
@@ -26,7 +26,7 @@ for tool in curl h2load wrk; do
     fi
 done
 
-cargo build --release --features hyper,rustls --example hyper_server || exit 1
+cargo build --release -p trioxide-ecosystem --example hyper_server || exit 1
 BIN=${CARGO_TARGET_DIR:-target}/release/examples/hyper_server
 
 TMP=$(mktemp -d)

@@ -9,7 +9,7 @@
 # poll layer's integrations (futures-io, TLS, hyper) run here too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bins=$(cargo test --all-features --no-run --message-format=json 2>/dev/null \
+bins=$(cargo test -p trioxide -p trioxide-ecosystem --all-features --no-run --message-format=json 2>/dev/null \
     | python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -1,27 +1,26 @@
 // Included by the doc examples of `trioxide::tls` (through `include!`), not
-// a module of the crate: a throwaway CA and a certificate for "localhost"
-// made with rcgen when the example runs (no key is stored anywhere),
-// configs that use them, and a join of two futures in one task.
+// a module of the crate: configs read from PEM files (a CA, a certificate
+// for "localhost" and its key: make your own, e.g. with rcgen or openssl),
+// and a join of two futures in one task. The examples are compiled, not
+// run (`no_run`): they would need those files, and no key is kept in this
+// repository. The same code runs, with certificates made at test time, in
+// ecosystem/tests/tls.rs.
 
-/// A client config that trusts a fresh CA, and a server config with a
-/// "localhost" certificate from it; both offer `alpn`.
+/// A client config that trusts the CA in `ca.pem`, and a server config
+/// with the certificate `cert.pem` and key `key.pem`; both offer `alpn`.
 #[allow(dead_code)]
 pub(crate) fn test_configs(
     alpn: &[&[u8]],
 ) -> (std::sync::Arc<rustls::ClientConfig>, std::sync::Arc<rustls::ServerConfig>) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let leaf = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca = CertificateDer::from_pem_file("ca.pem").expect("ca.pem");
+    let leaf = CertificateDer::from_pem_file("cert.pem").expect("cert.pem");
+    let key = PrivateKeyDer::from_pem_file("key.pem").expect("key.pem");
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca_cert.der().clone()).unwrap();
+    roots.add(ca).expect("a CA certificate");
     let mut client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let mut server =
-        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![leaf.der().clone()], key).unwrap();
+    let mut server = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![leaf], key).expect("certificate and key");
     client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     server.alpn_protocols = client.alpn_protocols.clone();
     (std::sync::Arc::new(client), std::sync::Arc::new(server))

@@ -30,14 +30,14 @@
 //!   then broken and every later operation fails with `BrokenResource`.
 //!   Transport errors come through as they are.
 //!
-//! ```
+//! ```no_run
 //! # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
 //! # use support::*;
 //! use rustls::pki_types::ServerName;
 //! use trioxide::tls::TlsStream;
 //! use trioxide::{open_nursery, run, BoxError, HalfCloseableStream, ReceiveStream, SendStream, TcpListener, TcpStream};
 //!
-//! // `test_configs` makes a CA and a "localhost" certificate with rcgen;
+//! // `test_configs` reads a CA and a "localhost" certificate from PEM files;
 //! // a real client would use webpki-roots or the system's roots.
 //! let (client_config, server_config) = test_configs(&[b"h2", b"http/1.1"]);
 //! run(open_nursery(|n| async move {
@@ -103,7 +103,7 @@ use engine::{Engine, Eof, Role};
 /// [`handshake`](Self::handshake). One task may receive while another
 /// sends (the directions are independent, as on a socket).
 ///
-/// ```
+/// ```no_run
 /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
 /// # use support::*;
 /// use trioxide::{run, BoxError, ReceiveStream, SendStream};
@@ -189,7 +189,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// when it is a DNS name). No I/O: the handshake comes later. Fails
     /// only if `config` cannot make a session (no usable protocol version).
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use rustls::pki_types::ServerName;
@@ -217,7 +217,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// The server side of a TLS session over `transport`. No I/O: the
     /// handshake comes later.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::tls::TlsStream;
@@ -242,7 +242,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// for any protocol that relies on the end of the stream, leave it off
     /// (a cut stream would look complete). Off by default.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError, ReceiveStream};
@@ -271,7 +271,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// all drive the same handshake). Cancelled part-way, it loses
     /// nothing: the next operation goes on with it.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError};
@@ -306,7 +306,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
 
     /// Whether the handshake is over (successfully).
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError};
@@ -327,7 +327,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// The application protocol agreed by ALPN, once the handshake has
     /// got that far; `None` if the peers agreed on none.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError};
@@ -348,7 +348,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// server, the one the client sent (SNI), once its hello has come
     /// (`None` if it sent none, as for an IP address).
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError};
@@ -375,7 +375,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// cover (the peer's certificates, the protocol version, the cipher
     /// suite, keying material).
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError};
@@ -397,7 +397,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
 
     /// The transport.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use std::os::fd::AsRawFd;
@@ -416,7 +416,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
     /// still held (received records not yet read, records not yet sent)
     /// is lost, and no `close_notify` is sent.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError, ReceiveStream};
@@ -461,7 +461,7 @@ impl<S: PollReceive + PollSend> Resource for TlsStream<S> {
     /// after a cut `send_all` or a protocol error, and a dropped stream
     /// sends nothing.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{io_error_kind, run, BoxError, IoErrorKind, ReceiveStream, Resource, SendStream};
@@ -488,7 +488,7 @@ impl<S: PollReceive + PollSend> ReceiveStream for TlsStream<S> {
     /// without one (see [the module docs](self)). A cancelled receive has
     /// taken nothing: decrypted data stays in rustls until returned.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError, CancelScope, HalfCloseableStream, ReceiveStream, SendStream};
@@ -536,7 +536,7 @@ impl<S: PollReceive + PollSend> SendStream for TlsStream<S> {
     /// broken (rule I3): rustls may hold part of the data, and no
     /// `close_notify` may then vouch for it.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError, ReceiveStream, SendStream};
@@ -595,7 +595,7 @@ impl<S: PollReceive + PollSend> SendStream for TlsStream<S> {
     /// default) would go no further than the transport's buffer. A
     /// checkpoint, and a send for `BusyResource`.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError, SendStream};
@@ -643,7 +643,7 @@ impl<S: PollReceive + PollSend> HalfCloseableStream for TlsStream<S> {
     /// has not run. A second call does nothing; after a cut `send_all` it
     /// fails with `BrokenResource`.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError, HalfCloseableStream, ReceiveStream, SendStream};
@@ -714,7 +714,7 @@ impl<S: PollReceive + PollSend> PollReceive for TlsStream<S> {
     /// [`receive_some`](ReceiveStream::receive_some) for the end of the
     /// stream and errors, and [`PollReceive`] for the rules of the layer.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use std::future::poll_fn;
@@ -759,7 +759,7 @@ impl<S: PollReceive + PollSend> PollSend for TlsStream<S> {
     /// it keeps until [`poll_flush`](PollSend::poll_flush) (or a full
     /// buffer, 64 KiB by default) sends them; runs the handshake first.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use std::future::poll_fn;
@@ -785,7 +785,7 @@ impl<S: PollReceive + PollSend> PollSend for TlsStream<S> {
     /// All of `bufs` go into records in one call, as far as rustls's
     /// buffer takes them.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use std::future::poll_fn;
@@ -812,7 +812,7 @@ impl<S: PollReceive + PollSend> PollSend for TlsStream<S> {
 
     /// True: rustls gathers the buffers into its records.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use trioxide::{run, BoxError, PollSend};
@@ -828,7 +828,7 @@ impl<S: PollReceive + PollSend> PollSend for TlsStream<S> {
 
     /// Sends the records rustls holds; ready when it holds none.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use std::future::poll_fn;
@@ -851,7 +851,7 @@ impl<S: PollReceive + PollSend> PollSend for TlsStream<S> {
     /// [`send_eof`](HalfCloseableStream::send_eof) at the poll level:
     /// `close_notify`, flushed.
     ///
-    /// ```
+    /// ```no_run
     /// # mod support { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/doc_support.rs")); }
     /// # use support::*;
     /// use std::future::poll_fn;

@@ -2,7 +2,7 @@
 //! trioxide's TCP streams (their `futures-io` impls).
 //!
 //! ```text
-//! cargo run --example ws_chat -- --port 9000
+//! cargo run -p trioxide-ecosystem --example ws_chat -- --port 9000
 //! websocat ws://127.0.0.1:9000/      # in two terminals: type in one, read in the other
 //! ```
 //! Binds 127.0.0.1 (`--port 0`, the default: any free port) and prints
@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use trioxide::signal::open_signal_receiver;
 use trioxide::{BoxError, TcpListener};
 
-#[path = "../common/args.rs"]
+#[path = "../../../examples/common/args.rs"]
 mod args;
 mod chat;
 

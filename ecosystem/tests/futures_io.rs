@@ -7,6 +7,7 @@
 //! quiet) inside its hang guard, with a fixed seed; the WebSocket test
 //! also has a 10 s real-clock safety net.
 
+#[path = "../../tests/io_support/mod.rs"]
 mod io_support;
 
 use std::io;

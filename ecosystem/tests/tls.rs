@@ -3,8 +3,9 @@
 //! its absence, a megabyte both ways, the stream rules (busy, closed,
 //! cancellation, rule I3), the conformance checks over TCP, and a handshake
 //! timeout on virtual time.
-#![cfg(feature = "rustls")]
 
+
+#[path = "../../tests/io_support/mod.rs"]
 mod io_support;
 
 use std::future::{poll_fn, Future};

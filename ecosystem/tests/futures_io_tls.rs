@@ -8,6 +8,7 @@
 //! use `io_support`'s mock clock (autojump after 50 ms of real quiet)
 //! inside its hang guard, with a fixed seed.
 
+#[path = "../../tests/io_support/mod.rs"]
 mod io_support;
 
 use std::io;

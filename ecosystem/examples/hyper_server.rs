@@ -2,7 +2,7 @@
 //! through hyper-util's auto builder, with a graceful shutdown on Ctrl-C.
 //!
 //! ```text
-//! cargo run --release --features hyper --example hyper_server -- --port 8000
+//! cargo run --release -p trioxide-ecosystem --example hyper_server -- --port 8000
 //! curl http://127.0.0.1:8000/
 //! curl --http2-prior-knowledge http://127.0.0.1:8000/
 //! curl --http2-prior-knowledge -d 'echo me' http://127.0.0.1:8000/echo
@@ -29,7 +29,7 @@
 //! `listening on https://127.0.0.1:PORT` then.
 //!
 //! ```text
-//! cargo run --release --features hyper,rustls --example hyper_server -- --tls --ca-out ca.pem --port 8443
+//! cargo run --release -p trioxide-ecosystem --example hyper_server -- --tls --ca-out ca.pem --port 8443
 //! curl --cacert ca.pem https://localhost:8443/             # HTTP/2, by ALPN
 //! curl --cacert ca.pem --http1.1 https://localhost:8443/
 //! ```
@@ -54,7 +54,7 @@ use trioxide::signal::open_signal_receiver;
 use trioxide::sync::Event;
 use trioxide::{current_time, open_nursery, open_tcp_listeners, secs_f64, BoxError, CancelScope};
 
-#[path = "common/args.rs"]
+#[path = "../../examples/common/args.rs"]
 mod args;
 
 const FLAGS: &[args::Flag] = &[
@@ -230,8 +230,8 @@ fn tls_config(args: &args::Args) -> TlsConfig {
     #[cfg(not(feature = "rustls"))]
     {
         eprintln!(
-            "hyper_server: --tls needs the `rustls` feature: \
-             cargo run --release --features hyper,rustls --example hyper_server -- --tls"
+            "hyper_server: --tls needs this crate's `rustls` feature (on by default): \
+             cargo run --release -p trioxide-ecosystem --example hyper_server -- --tls"
         );
         std::process::exit(2);
     }

@@ -7,6 +7,7 @@
 //! On `io_support`'s mock clock (autojump after 50 ms of real quiet, so
 //! the server's goodbye bounds cost no real time) inside its hang guard.
 
+#[path = "../../tests/io_support/mod.rs"]
 mod io_support;
 
 #[path = "../examples/ws_chat/chat.rs"]
