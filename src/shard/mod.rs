@@ -313,6 +313,7 @@ impl<'a> ShardedBuilder<'a> {
                     Outcome::Panicked(panic)
                 }
             };
+            // Idempotent after shard_main's own call; needed for a panic.
             coord.finish(index, out.is_failure());
             out
         };
@@ -385,7 +386,7 @@ impl<T> Outcome<T> {
 
 /// One shard's main: enter the shard's cancel scope, register the run's
 /// handle (or cancel at once if another shard already failed), run the
-/// user's future, unregister.
+/// user's future, unregister (and cancel the others if it failed).
 async fn shard_main<F, Fut, T, E>(coord: &Coordinator, shard: Shard, main: &F) -> Outcome<T>
 where
     F: Fn(Shard) -> Fut,
@@ -398,11 +399,15 @@ where
         scope.cancel();
     }
     let r = scope.run(async { main(shard).await.map_err(Into::into) }).await;
-    match r {
+    let out = match r {
         Ok(Some(v)) => Outcome::Value(v),
         Ok(None) => Outcome::Cancelled,
         Err(e) => Outcome::Failed(e),
-    }
+    };
+    // Signal at once, not after this run's teardown: the others' cancel
+    // latency does not include it.
+    coord.finish(shard.index, out.is_failure());
+    out
 }
 
 /// Publishes the shard's scope in `SHARD_SCOPE` for as long as its main
