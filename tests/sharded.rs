@@ -82,12 +82,23 @@ fn zero_shards_run_nothing_and_return_no_values() {
 #[test]
 fn two_shards_return_their_values_in_shard_order() {
     let out = bounded(|| {
-        run_sharded(2, |shard| async move {
-            // Shard 0 finishes last, so the order is not the finishing order.
-            if shard.index() == 0 {
-                sleep(Duration::from_millis(20)).await?;
+        // Shard 0 finishes only after shard 1's main has returned its value,
+        // so shard order is not the finishing order.
+        let (tx, rx) = mpsc::channel::<()>();
+        let tx = Mutex::new(tx);
+        let rx = Arc::new(Mutex::new(rx));
+        run_sharded(2, |shard| {
+            let rx = rx.clone();
+            let tx = tx.lock().unwrap().clone();
+            async move {
+                let value = format!("shard {} of {}", shard.index(), shard.count());
+                if shard.index() == 0 {
+                    to_thread::run_sync(move || rx.lock().unwrap().recv()).await??;
+                } else {
+                    tx.send(())?;
+                }
+                Ok::<_, BoxError>(value)
             }
-            Ok::<_, BoxError>(format!("shard {} of {}", shard.index(), shard.count()))
         })
         .unwrap()
     });
@@ -306,4 +317,44 @@ fn pinned_shards_run_and_return_their_values() {
             .unwrap()
     });
     assert_eq!(out, [0, 2]);
+}
+
+#[test]
+fn the_cancel_message_reaches_every_task_of_the_other_shard() {
+    // Shard 0 runs a nursery of three children asleep forever; one message
+    // from failing shard 1 cancels its scope, and with it all three.
+    let cancelled_children = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = cancelled_children.clone();
+    let err = bounded(move || {
+        let barrier = Arc::new(Barrier::new(2));
+        run_sharded(2, |shard| {
+            let (barrier, count) = (barrier.clone(), count.clone());
+            async move {
+                if shard.index() == 1 {
+                    meet(&barrier).await?;
+                    return Err::<(), BoxError>("shard 1 failed".into());
+                }
+                trioxide::open_nursery(|n| async move {
+                    for _ in 0..3 {
+                        let count = count.clone();
+                        n.start_soon(async move {
+                            let r = sleep_forever().await;
+                            if r == Err(Cancelled) {
+                                count.fetch_add(1, Ordering::SeqCst);
+                            }
+                            r?;
+                            Ok::<(), BoxError>(())
+                        })?;
+                    }
+                    meet(&barrier).await?;
+                    Ok::<(), BoxError>(())
+                })
+                .await?;
+                Ok(())
+            }
+        })
+        .unwrap_err()
+    });
+    assert_eq!(shard_errors(&err), [(1, "shard 1 failed".to_string())]);
+    assert_eq!(cancelled_children.load(Ordering::SeqCst), 3);
 }
