@@ -24,6 +24,7 @@ pub mod macro_support;
 mod net;
 mod nursery;
 pub mod process;
+mod shard;
 pub mod signal;
 pub mod sim;
 mod stream;
@@ -110,6 +111,7 @@ pub use net::unix::{UnixListener, UnixReceiveHalf, UnixSendHalf, UnixStream};
 pub use nursery::{
     open_nursery, Nursery, OpenNursery, Start, Started, TaskOutput, TaskStatus, TaskStatusIgnored, TASK_STATUS_IGNORED,
 };
+pub use shard::{run_sharded, Shard, ShardError, ShardedBuilder};
 pub use stream::buffered::{BufferedReceiveStream, FrameTooLong};
 pub use stream::poll::{PollReceive, PollSend};
 pub use stream::split::{split, ReceiveHalf, ReuniteError, SendHalf};
