@@ -4,7 +4,6 @@
 //! cancellation, rule I3), the conformance checks over TCP, and a handshake
 //! timeout on virtual time.
 
-
 #[path = "../../tests/io_support/mod.rs"]
 mod io_support;
 
