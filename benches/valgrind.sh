@@ -6,7 +6,9 @@
 # out: valgrind does not implement pidfd_open, and spawning under it reports
 # a missing program differently; its unsafe code (pipes, pidfd, waitid) is
 # shared with binaries that do run here. Built with --all-features so the
-# poll layer's integrations (futures-io, TLS, hyper) run here too.
+# poll layer's integrations (futures-io, hyper) run here too. Not `tls`:
+# ring's AES-GCM assembly writes ciphertext that memcheck cannot see as
+# initialised, so every TLS record sent is a false report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bins=$(cargo test -p trioxide -p trioxide-ecosystem --all-features --no-run --message-format=json 2>/dev/null \
@@ -21,7 +23,7 @@ for line in sys.stdin:
                     "io_rules", "sockets", "happy_eyeballs", "accept_emfile", "http_bad_input", "fairness",
                     "sync_rules", "sync_cancel", "channel_rules", "channel_stress", "threads", "signals",
                     "http_shutdown", "stream_conformance", "testing_kit", "sync_stress",
-                    "poll_layer", "futures_io", "tls", "hyper"):
+                    "poll_layer", "futures_io", "hyper"):
             print(m["executable"])
 ')
 for b in $bins; do
