@@ -289,19 +289,7 @@ impl<S: PollReceive + PollSend> TlsStream<S> {
         self.engine.check_usable()?;
         let _claim = Claim::new(&self.handshaking)?;
         cancelled()?;
-        let mut suspended = false;
-        let r = poll_fn(|cx| {
-            let p = self.engine.poll_handshake(cx, Role::Handshake);
-            suspended |= p.is_pending();
-            p
-        })
-        .await;
-        self.engine.forget(Role::Handshake);
-        r?;
-        if !suspended {
-            after_io().await;
-        }
-        Ok(())
+        self.drive(Role::Handshake, |cx| self.engine.poll_handshake(cx, Role::Handshake)).await
     }
 
     /// Whether the handshake is over (successfully).
@@ -513,19 +501,7 @@ impl<S: PollReceive + PollSend> ReceiveStream for TlsStream<S> {
         self.engine.check_usable()?;
         let _claim = Claim::new(&self.receiving)?;
         cancelled()?;
-        let mut suspended = false;
-        let r = poll_fn(|cx| {
-            let p = self.engine.poll_receive(cx, buf);
-            suspended |= p.is_pending();
-            p
-        })
-        .await;
-        self.engine.forget(Role::Receive);
-        let n = r?;
-        if !suspended {
-            after_io().await;
-        }
-        Ok(n)
+        self.drive(Role::Receive, |cx| self.engine.poll_receive(cx, buf)).await
     }
 }
 
@@ -614,23 +590,14 @@ impl<S: PollReceive + PollSend> SendStream for TlsStream<S> {
             return Err(ClosedResource.into());
         }
         cancelled()?;
-        let mut suspended = false;
-        let r = poll_fn(|cx| {
-            let p = if self.engine.conn.borrow().is_handshaking() {
+        self.drive(Role::Send, |cx| {
+            if self.engine.conn.borrow().is_handshaking() {
                 self.engine.poll_handshake(cx, Role::Send)
             } else {
                 self.engine.poll_flush_tls(cx, Some(Role::Send))
-            };
-            suspended |= p.is_pending();
-            p
+            }
         })
-        .await;
-        self.engine.forget(Role::Send);
-        r?;
-        if !suspended {
-            after_io().await;
-        }
-        Ok(())
+        .await
     }
 }
 
@@ -663,23 +630,35 @@ impl<S: PollReceive + PollSend> HalfCloseableStream for TlsStream<S> {
         self.engine.check_usable()?;
         let _claim = Claim::new(&self.sending)?;
         cancelled()?;
-        let mut suspended = false;
-        let r = poll_fn(|cx| {
-            let p = self.engine.poll_send_eof(cx);
-            suspended |= p.is_pending();
-            p
-        })
-        .await;
-        self.engine.forget(Role::Send);
-        r?;
-        if !suspended {
-            after_io().await;
-        }
-        Ok(())
+        self.drive(Role::Send, |cx| self.engine.poll_send_eof(cx)).await
     }
 }
 
 impl<S: PollReceive + PollSend> TlsStream<S> {
+    /// Runs one `async fn` operation at the poll level to its end and gives
+    /// it the async layer's schedule point: the engine forgets `role`'s
+    /// waker once it is done, and an operation that never suspended passes
+    /// `after_io` (rule I2; not a cancel point, so no result is lost).
+    async fn drive<T>(
+        &self,
+        role: Role,
+        mut poll: impl FnMut(&mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> io::Result<T> {
+        let mut suspended = false;
+        let r = poll_fn(|cx| {
+            let p = poll(cx);
+            suspended |= p.is_pending();
+            p
+        })
+        .await;
+        self.engine.forget(role);
+        let value = r?;
+        if !suspended {
+            after_io().await;
+        }
+        Ok(value)
+    }
+
     /// The checks every poll-level call makes first: closed, an `async fn`
     /// operation holding the direction, cancellation.
     fn poll_checks(&self, busy: &Cell<bool>) -> io::Result<()> {
