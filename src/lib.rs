@@ -111,7 +111,12 @@ pub use net::unix::{UnixListener, UnixReceiveHalf, UnixSendHalf, UnixStream};
 pub use nursery::{
     open_nursery, Nursery, OpenNursery, Start, Started, TaskOutput, TaskStatus, TaskStatusIgnored, TASK_STATUS_IGNORED,
 };
-pub use shard::{run_sharded, Shard, ShardError, ShardedBuilder};
+pub use shard::channel as shard_channel;
+pub use shard::channel::open_shard_channel;
+pub use shard::{
+    run_sharded, sharded_task_tree, Balance, RemoteError, RemoteParent, RemoteTaskStatus, Shard, ShardError,
+    ShardReport, ShardState, ShardTask, ShardTasks, ShardedBuilder, ShardedListener, ShardedTaskTree,
+};
 pub use stream::buffered::{BufferedReceiveStream, FrameTooLong};
 pub use stream::poll::{PollReceive, PollSend};
 pub use stream::split::{split, ReceiveHalf, ReuniteError, SendHalf};

@@ -67,7 +67,7 @@ pub struct SendError<T> {
 }
 
 impl<T> SendError<T> {
-    pub(super) fn new(kind: SendErrorKind, value: T) -> SendError<T> {
+    pub(crate) fn new(kind: SendErrorKind, value: T) -> SendError<T> {
         SendError { kind, value }
     }
 

@@ -60,7 +60,7 @@
 mod error;
 mod receive;
 mod send;
-mod state;
+pub(crate) mod state;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

@@ -41,18 +41,18 @@ const NIL: usize = usize::MAX;
 
 /// Identifies one handle (one clone) of a channel, so that closing it wakes
 /// only the operations blocked on that handle (rule Y7).
-pub(super) type HandleId = u64;
+pub(crate) type HandleId = u64;
 
 /// The two waiter lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Side {
+pub(crate) enum Side {
     Send,
     Receive,
 }
 
 /// Where a blocked operation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Status {
+pub(crate) enum Status {
     /// In its list, waiting. A sender's value is in the entry.
     Waiting,
     /// Handed over: a receiver took the sender's value, or a sender gave the
@@ -92,7 +92,7 @@ impl Queue {
 }
 
 /// The outcome of offering a value (`send`, `try_send`).
-pub(super) enum Offer<T> {
+pub(crate) enum Offer<T> {
     /// Handed to the oldest blocked receiver (wake the waker), or appended
     /// to the buffer (no waker).
     Sent(Option<Waker>),
@@ -103,7 +103,7 @@ pub(super) enum Offer<T> {
 }
 
 /// The outcome of asking for a value (`receive`, `try_receive`).
-pub(super) enum Take<T> {
+pub(crate) enum Take<T> {
     /// A value, and the sender to wake if one was moved along.
     Value(T, Option<Waker>),
     /// Nothing buffered, no sender waiting.
@@ -113,7 +113,7 @@ pub(super) enum Take<T> {
 }
 
 /// The outcome of returning a value a receive future will not deliver.
-pub(super) enum PutBack<T> {
+pub(crate) enum PutBack<T> {
     /// Given to the oldest blocked receiver (wake the waker), or put back
     /// at the front of the buffer (no waker).
     Done(Option<Waker>),
@@ -123,14 +123,14 @@ pub(super) enum PutBack<T> {
 }
 
 /// What closing a handle leaves for the caller to do outside the borrow.
-pub(super) struct Closing<T> {
+pub(crate) struct Closing<T> {
     /// Wake these, in order.
-    pub(super) wakers: Vec<Waker>,
+    pub(crate) wakers: Vec<Waker>,
     /// The buffer, dropped when the last receive handle closes.
-    pub(super) dropped: VecDeque<T>,
+    pub(crate) dropped: VecDeque<T>,
 }
 
-pub(super) struct State<T> {
+pub(crate) struct State<T> {
     buffer: VecDeque<T>,
     capacity: usize,
     /// The most values `buffer` has held at once (never decreases).
@@ -145,7 +145,7 @@ pub(super) struct State<T> {
 
 impl<T> State<T> {
     /// A channel with no handles yet.
-    pub(super) fn new(capacity: usize) -> State<T> {
+    pub(crate) fn new(capacity: usize) -> State<T> {
         State {
             buffer: VecDeque::new(),
             capacity,
@@ -161,7 +161,7 @@ impl<T> State<T> {
 
     /// A fresh id for a new handle; counts it as open unless it is born
     /// closed (a clone of a closed handle).
-    pub(super) fn new_handle(&mut self, side: Side, open: bool) -> HandleId {
+    pub(crate) fn new_handle(&mut self, side: Side, open: bool) -> HandleId {
         if open {
             match side {
                 Side::Send => self.open_senders += 1,
@@ -172,7 +172,7 @@ impl<T> State<T> {
         self.next_handle
     }
 
-    pub(super) fn statistics(&self) -> MemoryChannelStatistics {
+    pub(crate) fn statistics(&self) -> MemoryChannelStatistics {
         MemoryChannelStatistics {
             current_buffer_used: self.buffer.len(),
             peak_buffer_used: self.peak_buffer_used,
@@ -254,7 +254,7 @@ impl<T> State<T> {
     /// A send's attempt that does not block (Trio's `send_nowait`, minus the
     /// closed-handle check, which belongs to the handle): to the oldest
     /// blocked receiver (rule Y5), else into the buffer if there is room.
-    pub(super) fn offer(&mut self, value: T) -> Offer<T> {
+    pub(crate) fn offer(&mut self, value: T) -> Offer<T> {
         if self.open_receivers == 0 {
             return Offer::Broken(value);
         }
@@ -277,12 +277,12 @@ impl<T> State<T> {
     /// After a send that put its value in the buffer: whether that filled
     /// it, so the next send would block (the schedule point's "exhausted",
     /// see `budget::after_channel_op`).
-    pub(super) fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.buffer.len() >= self.capacity
     }
 
     /// Blocks a send: queues it with its value; returns its key.
-    pub(super) fn park_sender(&mut self, handle: HandleId, value: T, waker: Waker) -> usize {
+    pub(crate) fn park_sender(&mut self, handle: HandleId, value: T, waker: Waker) -> usize {
         self.push_back(Side::Send, handle, Some(value), waker)
     }
 
@@ -297,7 +297,7 @@ impl<T> State<T> {
     /// within its capacity, and when a dropped receive has put a value back
     /// beyond capacity, the senders wait until the excess is drained
     /// instead of being told their value was taken.
-    pub(super) fn take(&mut self) -> Take<T> {
+    pub(crate) fn take(&mut self) -> Take<T> {
         if let Some(value) = self.buffer.pop_front() {
             let mut waker = None;
             if self.buffer.len() < self.capacity {
@@ -330,12 +330,12 @@ impl<T> State<T> {
     /// channel with nothing to take, so the next receive would block (the
     /// schedule point's "exhausted", see `budget::after_channel_op`). A
     /// rendezvous channel's receive is a hand-over, never "exhausted".
-    pub(super) fn is_drained(&self) -> bool {
+    pub(crate) fn is_drained(&self) -> bool {
         self.capacity > 0 && self.buffer.is_empty()
     }
 
     /// Blocks a receive; returns its key.
-    pub(super) fn park_receiver(&mut self, handle: HandleId, waker: Waker) -> usize {
+    pub(crate) fn park_receiver(&mut self, handle: HandleId, waker: Waker) -> usize {
         self.push_back(Side::Receive, handle, None, waker)
     }
 
@@ -343,7 +343,7 @@ impl<T> State<T> {
     /// was dropped after the hand-over): to the oldest blocked receiver, or
     /// back at the front of the buffer (even beyond capacity), so no value
     /// is lost and the order is kept.
-    pub(super) fn put_back(&mut self, value: T) -> PutBack<T> {
+    pub(crate) fn put_back(&mut self, value: T) -> PutBack<T> {
         if self.open_receivers == 0 {
             return PutBack::Orphaned(value);
         }
@@ -363,7 +363,7 @@ impl<T> State<T> {
     /// waits and `cancelled()` says its task is cancelled, withdraws it
     /// (`Status::Cancelled`, the sender's value returned). Otherwise keeps
     /// the newest waker and returns `None`.
-    pub(super) fn poll_waiter(
+    pub(crate) fn poll_waiter(
         &mut self,
         side: Side,
         key: usize,
@@ -388,7 +388,7 @@ impl<T> State<T> {
 
     /// Removes a blocked operation whose future is being dropped; returns
     /// its status and value (the caller disposes of both outside the borrow).
-    pub(super) fn withdraw(&mut self, side: Side, key: usize) -> (Status, Option<T>) {
+    pub(crate) fn withdraw(&mut self, side: Side, key: usize) -> (Status, Option<T>) {
         if self.waiters[key].status == Status::Waiting {
             self.unlink(side, key);
         }
@@ -402,7 +402,7 @@ impl<T> State<T> {
     /// with `Closed`; if it was the last of its side, the other side's
     /// blocked operations end (receivers: `End`; senders: `Broken`, and the
     /// buffer goes).
-    pub(super) fn close_handle(&mut self, side: Side, handle: HandleId) -> Closing<T> {
+    pub(crate) fn close_handle(&mut self, side: Side, handle: HandleId) -> Closing<T> {
         let mut wakers = Vec::new();
         let mut key = match side {
             Side::Send => self.senders.head,

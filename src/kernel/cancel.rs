@@ -139,6 +139,10 @@ pub(crate) struct ScopeNode {
     /// nursery's owner; `NONE` for system tasks and main).
     task_parent: Cell<TaskId>,
     timer: Cell<Option<usize>>,
+    /// An inherited tag set by a layer above (0: none): code under this
+    /// scope finds the nearest tag with [`current_tag`]. The simulated
+    /// network marks each host's root scope with the host's number.
+    tag: Cell<u32>,
 }
 
 impl ScopeNode {
@@ -160,6 +164,7 @@ impl ScopeNode {
             tasks: RefCell::new(Vec::new()),
             task_parent: Cell::new(TaskId::NONE),
             timer: Cell::new(None),
+            tag: Cell::new(0),
         }
     }
 
@@ -1200,6 +1205,38 @@ pub(crate) mod raw {
     pub(crate) fn new_unentered() -> Rc<ScopeNode> {
         Rc::new(ScopeNode::new(State::Unentered))
     }
+}
+
+impl CancelScope {
+    /// Marks this scope with `tag` (0 clears it): code running under it,
+    /// in this task or in tasks of nurseries opened under it, finds it with
+    /// [`current_tag`] unless a nearer scope has a tag of its own. The
+    /// kernel gives the number no meaning.
+    pub(crate) fn set_tag(&self, tag: u32) {
+        self.node.tag.set(tag);
+    }
+}
+
+/// The tag of the nearest tagged scope around the code being polled (see
+/// [`CancelScope::set_tag`]), or 0. Walks the status chain: one step per
+/// enclosing scope, so it is for rare operations (opening a socket), not
+/// hot paths.
+pub(crate) fn current_tag(core: &Core) -> u32 {
+    let mut p = effective_status(core, core.current_status_ptr());
+    while !p.is_null() {
+        // SAFETY: `p` starts at the current status (or the node of a timeout
+        // being polled further up this call stack), kept alive by an `Rc`
+        // for the whole poll (module docs); every `parent_ptr` is the
+        // pointer of the `Rc` that the child's `parent` field holds, so each
+        // parent lives as long as its attached child does.
+        let node = unsafe { &*p };
+        let tag = node.tag.get();
+        if tag != 0 {
+            return tag;
+        }
+        p = node.parent_ptr.get();
+    }
+    0
 }
 
 /// An `Rc` to the status of the code being polled right now (giving the

@@ -114,6 +114,9 @@ pub(crate) struct Core {
     /// runtime thread instead of a worker (`trioxide::sim`); fixed for the
     /// run.
     pub(super) threads_inline: bool,
+    /// Called when nothing can ever wake a task again (`Builder::on_stall`,
+    /// set by `trioxide::sim`); fixed for the run.
+    pub(super) on_stall: Option<fn() -> !>,
     /// What other threads may touch: remote wake-ups and jobs.
     pub(super) shared: Arc<Shared>,
     /// The I/O driver: epoll and the registered sources.

@@ -21,6 +21,7 @@
 //! | `parking_lot.rs` | [`ParkingLot`](parking_lot::ParkingLot) and lot breakers |
 //! | `run_local.rs` | run-local slots for the layers above (Trio's `RunVar`) |
 //! | `error.rs` | the errors the kernel reports ([`Cancelled`](crate::Cancelled), ...) |
+//! | `sync_shim.rs` | the primitives of the cross-thread handshakes: `std`'s, or loom's under `--cfg loom` |
 //! | `sys.rs` | the `syscall!` helper for `libc` calls |
 //! | `io/` | the I/O driver, the readiness cache, raw-fd waits |
 //!
@@ -55,6 +56,7 @@ pub(crate) mod run;
 pub(crate) mod run_local;
 pub(crate) mod scheduler;
 pub(crate) mod statistics;
+pub(crate) mod sync_shim;
 pub(crate) mod sys;
 pub(crate) mod task;
 pub(crate) mod timers;

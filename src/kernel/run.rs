@@ -49,6 +49,7 @@ pub struct Builder {
     schedule: Schedule,
     trace: bool,
     threads_inline: bool,
+    on_stall: Option<fn() -> !>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -117,6 +118,7 @@ impl Builder {
             schedule: Schedule::Batch,
             trace: false,
             threads_inline: false,
+            on_stall: None,
         }
     }
 
@@ -249,6 +251,19 @@ impl Builder {
         self
     }
 
+    /// Calls `hook` (which must not return: it panics) when the run is
+    /// stuck for good: nothing is runnable, no timer is armed, no task
+    /// waits for idleness, no I/O source is registered, no remote wake-up
+    /// or job is queued, and no `RuntimeHandle` is alive (another thread
+    /// could send a job through it). Without the hook such a run blocks in the I/O
+    /// wait forever, which is right for a real run (an outside thread may
+    /// still hold a waker) but a hang in a closed world such as
+    /// `trioxide::sim`, which sets it.
+    pub(crate) fn on_stall(mut self, hook: fn() -> !) -> Builder {
+        self.on_stall = Some(hook);
+        self
+    }
+
     /// Like [`run_with_report`](Builder::run_with_report), tracing the run
     /// and keeping its first `keep` events (all are hashed).
     ///
@@ -332,6 +347,7 @@ impl Builder {
             tracing: self.trace,
             trace: RefCell::new(Trace::new(keep)),
             threads_inline: self.threads_inline,
+            on_stall: self.on_stall,
             shared: Arc::new(Shared::new(mio_waker)),
             driver: RefCell::new(driver),
             has_instruments: Cell::new(!self.instruments.is_empty()),

@@ -276,6 +276,13 @@ impl Core {
                 primed = Primed::Autojump(deadline);
             }
         }
+        if timeout.is_none() {
+            if let Some(hook) = self.on_stall {
+                if self.nothing_can_wake() {
+                    hook();
+                }
+            }
+        }
         let events = self.wait_io(timeout, woken);
         if primed == Primed::No {
             return;
@@ -295,6 +302,18 @@ impl Core {
             }
             Primed::No => {}
         }
+    }
+
+    /// Whether no event the run knows of can wake a task: called only when
+    /// nothing is runnable, no timer is armed and nobody waits for
+    /// idleness. Then the only ways left are an I/O source, a remote
+    /// wake-up or job already queued, and another thread holding a
+    /// `RuntimeHandle` (each holds a count of `shared`, as does each
+    /// detached task allocation; the run holds one).
+    fn nothing_can_wake(&self) -> bool {
+        let handles = std::sync::Arc::strong_count(&self.shared)
+            .saturating_sub(1 + self.shared.detached_allocations.load(std::sync::atomic::Ordering::Relaxed));
+        !self.driver.borrow().has_sources() && !self.shared.has_pending() && handles == 0
     }
 
     /// Polls the I/O driver and wakes the tasks whose sources became

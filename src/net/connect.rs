@@ -37,6 +37,16 @@ pub const HAPPY_EYEBALLS_DELAY: Duration = Duration::from_millis(250);
 /// ```
 pub async fn open_tcp_stream(host: &str, port: u16) -> io::Result<TcpStream> {
     crate::time::checkpoint::checkpoint_if_cancelled()?;
+    if let Some(net) = crate::sim::net::active() {
+        // The simulated network resolves its hosts' names itself, at once.
+        let ip = match host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => net.resolve(host).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("trioxide sim: no host named {host}"))
+            })?,
+        };
+        return TcpStream::connect(SocketAddr::new(ip, port)).await;
+    }
     let addrs = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => interleave_families(resolve(host.to_owned(), port).await?),

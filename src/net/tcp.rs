@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use crate::kernel::io::readiness::{Dir, Source};
 use crate::net::socket::{impl_stream_traits, SocketStream};
+use crate::sim::net::tcp::{SimListener, SimStream};
 use crate::stream::split::{split, ReceiveHalf, SendHalf};
 use crate::stream::{Listener, Resource};
 
@@ -44,19 +45,126 @@ pub const ACCEPT_BATCH: usize = 64;
 /// }).unwrap();
 /// ```
 pub struct TcpStream {
-    inner: SocketStream<mio::net::TcpStream>,
+    inner: TcpInner,
+}
+
+/// A real socket, or one end of a connection on the simulated network
+/// (`trioxide::sim`, when the run has one). Every operation dispatches
+/// with one match; the real arm calls straight into the socket layer.
+enum TcpInner {
+    Real(SocketStream<mio::net::TcpStream>),
+    Sim(SimStream),
 }
 
 impl std::fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpStream").field("fd", &self.inner.fd()).finish()
+        match &self.inner {
+            TcpInner::Real(s) => f.debug_struct("TcpStream").field("fd", &s.fd()).finish(),
+            TcpInner::Sim(s) => f
+                .debug_struct("TcpStream")
+                .field("sim", &true)
+                .field("local", &s.local_addr())
+                .field("peer", &s.peer_addr())
+                .finish(),
+        }
+    }
+}
+
+/// Dispatches a method of the stream's inner socket to the real or the
+/// simulated one.
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            TcpInner::Real($s) => $e,
+            TcpInner::Sim($s) => $e,
+        }
+    };
+}
+
+/// Dispatches an async operation: the real socket's future is awaited in
+/// place; the simulated one's is boxed, so that the future of the real
+/// path stays the size it was without a simulator. Measured with
+/// callgrind on a loopback echo of 20,000 1 KiB round trips: unboxed, the
+/// real path ran 3.7% more instructions than before the simulator, boxed
+/// 1.2%; a hand-written enum future instead of the `async` match, 10%
+/// (the future is built, then moved: a memcpy per operation).
+macro_rules! dispatch_async {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            TcpInner::Real($s) => $e.await,
+            TcpInner::Sim($s) => Box::pin($e).await,
+        }
+    };
+}
+
+impl TcpInner {
+    /// The fd, or -1 for a simulated stream (it has none).
+    fn fd(&self) -> RawFd {
+        match self {
+            TcpInner::Real(s) => s.fd(),
+            TcpInner::Sim(_) => -1,
+        }
+    }
+
+    fn close(&self) {
+        dispatch!(self, s => s.close())
+    }
+
+    #[inline]
+    async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        dispatch_async!(self, s => s.receive_some(buf))
+    }
+
+    #[inline]
+    async fn send_all(&self, data: &[u8]) -> io::Result<()> {
+        dispatch_async!(self, s => s.send_all(data))
+    }
+
+    async fn send_eof(&self) -> io::Result<()> {
+        dispatch_async!(self, s => s.send_eof())
+    }
+
+    async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
+        dispatch_async!(self, s => s.wait_send_all_might_not_block())
+    }
+
+    #[inline]
+    fn poll_receive(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>> {
+        dispatch!(self, s => s.poll_receive(cx, buf))
+    }
+
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+    fn poll_receive_uninit(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [std::mem::MaybeUninit<u8>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        dispatch!(self, s => s.poll_receive_uninit(cx, buf))
+    }
+
+    #[inline]
+    fn poll_send(&self, cx: &mut std::task::Context<'_>, data: &[u8]) -> std::task::Poll<io::Result<usize>> {
+        dispatch!(self, s => s.poll_send(cx, data))
+    }
+
+    #[inline]
+    fn poll_send_vectored(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        dispatch!(self, s => s.poll_send_vectored(cx, bufs))
+    }
+
+    fn poll_send_eof(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        dispatch!(self, s => s.poll_send_eof(cx))
     }
 }
 
 impl TcpStream {
     fn from_mio(s: mio::net::TcpStream) -> io::Result<TcpStream> {
         s.set_nodelay(true)?;
-        Ok(TcpStream { inner: SocketStream::new(s) })
+        Ok(TcpStream { inner: TcpInner::Real(SocketStream::new(s)) })
     }
 
     /// Connects to `addr` (one address; see
@@ -77,8 +185,13 @@ impl TcpStream {
     /// ```
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         crate::time::checkpoint::checkpoint_if_cancelled()?;
+        if let Some(net) = crate::sim::net::active() {
+            return Ok(TcpStream { inner: TcpInner::Sim(crate::sim::net::tcp::connect(net, addr).await?) });
+        }
         let stream = TcpStream::from_mio(mio::net::TcpStream::connect(addr)?)?;
-        stream.inner.finish_connect().await?;
+        if let TcpInner::Real(s) = &stream.inner {
+            s.finish_connect().await?;
+        }
         Ok(stream)
     }
 
@@ -150,8 +263,11 @@ impl TcpStream {
     ///     Ok::<_, BoxError>(())
     /// }).unwrap();
     /// ```
-    pub async fn receive_some(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.receive_some(buf).await
+    pub fn receive_some<'a, 'b>(
+        &'a self,
+        buf: &'b mut [u8],
+    ) -> impl std::future::Future<Output = io::Result<usize>> + use<'a, 'b> {
+        self.inner.receive_some(buf)
     }
 
     /// Receives at least one byte into the spare capacity of `buf`
@@ -171,7 +287,7 @@ impl TcpStream {
     /// # }
     /// ```
     pub async fn receive_into(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        self.inner.receive_into(buf).await
+        dispatch_async!(&self.inner, s => s.receive_into(buf))
     }
 
     /// Sends all of `data`. See [`SendStream::send_all`](crate::SendStream::send_all).
@@ -190,8 +306,11 @@ impl TcpStream {
     ///     Ok::<_, BoxError>(())
     /// }).unwrap();
     /// ```
-    pub async fn send_all(&self, data: &[u8]) -> io::Result<()> {
-        self.inner.send_all(data).await
+    pub fn send_all<'a, 'b>(
+        &'a self,
+        data: &'b [u8],
+    ) -> impl std::future::Future<Output = io::Result<()>> + use<'a, 'b> {
+        self.inner.send_all(data)
     }
 
     /// Sends the chunks one after the other with vectored writes (`writev`),
@@ -213,7 +332,7 @@ impl TcpStream {
     /// }).unwrap();
     /// ```
     pub async fn send_all_vectored(&self, chunks: &[&[u8]]) -> io::Result<()> {
-        self.inner.send_all_vectored(chunks).await
+        dispatch_async!(&self.inner, s => s.send_all_vectored(chunks))
     }
 
     /// Sends `count` bytes of `file` from `offset` with `sendfile(2)`, so
@@ -242,7 +361,7 @@ impl TcpStream {
     /// }).unwrap();
     /// ```
     pub async fn send_file(&self, file: &File, offset: u64, count: u64) -> io::Result<u64> {
-        self.inner.send_file(file, offset, count).await
+        dispatch_async!(&self.inner, s => s.send_file(file, offset, count))
     }
 
     /// Closes the sending half (`shutdown(SHUT_WR)`). See
@@ -268,7 +387,7 @@ impl TcpStream {
     /// }).unwrap();
     /// ```
     pub async fn send_eof(&self) -> io::Result<()> {
-        self.inner.send_eof().await
+        dispatch_async!(&self.inner, s => s.send_eof())
     }
 
     /// Waits until a send would probably not block.
@@ -285,7 +404,7 @@ impl TcpStream {
     /// }).unwrap();
     /// ```
     pub async fn wait_send_all_might_not_block(&self) -> io::Result<()> {
-        self.inner.wait_send_all_might_not_block().await
+        dispatch_async!(&self.inner, s => s.wait_send_all_might_not_block())
     }
 
     /// Closes the stream now; tasks waiting on it get
@@ -328,7 +447,10 @@ impl TcpStream {
     /// }).unwrap();
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.source.with(|s| s.local_addr())
+        match &self.inner {
+            TcpInner::Real(s) => s.source.with(|s| s.local_addr()),
+            TcpInner::Sim(s) => Ok(s.local_addr()),
+        }
     }
 
     /// The peer's address.
@@ -343,7 +465,10 @@ impl TcpStream {
     /// }).unwrap();
     /// ```
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.source.with(|s| s.peer_addr())
+        match &self.inner {
+            TcpInner::Real(s) => s.source.with(|s| s.peer_addr()),
+            TcpInner::Sim(s) => Ok(s.peer_addr()),
+        }
     }
 }
 
@@ -412,12 +537,18 @@ pub type TcpSendHalf = SendHalf<TcpStream>;
 /// }).unwrap();
 /// ```
 pub struct TcpListener {
-    source: Source<mio::net::TcpListener>,
+    inner: ListenerInner,
+}
+
+/// A real listening socket, or one on the simulated network.
+enum ListenerInner {
+    Real(Source<mio::net::TcpListener>),
+    Sim(SimListener),
 }
 
 impl std::fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpListener").field("fd", &self.source.fd()).field("addr", &self.local_addr().ok()).finish()
+        f.debug_struct("TcpListener").field("fd", &self.as_raw_fd()).field("addr", &self.local_addr().ok()).finish()
     }
 }
 
@@ -436,12 +567,15 @@ impl TcpListener {
     /// }).unwrap();
     /// ```
     pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+        if let Some(net) = crate::sim::net::active() {
+            return Ok(TcpListener { inner: ListenerInner::Sim(SimListener::bind(net, addr)?) });
+        }
         let listener = mio::net::TcpListener::bind(addr)?;
         // mio listens with a backlog of 1024; listening again on a listening
         // socket only changes its backlog (Linux `inet_listen`).
         // SAFETY: `listen` on a socket fd we own; no memory is passed.
         syscall!(listen(listener.as_raw_fd(), LISTEN_BACKLOG))?;
-        Ok(TcpListener { source: Source::new(listener) })
+        Ok(TcpListener { inner: ListenerInner::Real(Source::new(listener)) })
     }
 
     /// Wraps a listening std socket (made non-blocking here).
@@ -457,7 +591,7 @@ impl TcpListener {
     /// ```
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
-        Ok(TcpListener { source: Source::new(mio::net::TcpListener::from_std(listener)) })
+        Ok(TcpListener { inner: ListenerInner::Real(Source::new(mio::net::TcpListener::from_std(listener))) })
     }
 
     /// The address it listens on.
@@ -471,7 +605,10 @@ impl TcpListener {
     /// }).unwrap();
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.source.with(|s| s.local_addr())
+        match &self.inner {
+            ListenerInner::Real(source) => source.with(|s| s.local_addr()),
+            ListenerInner::Sim(l) => Ok(l.local_addr()),
+        }
     }
 
     /// Waits for one connection. A checkpoint.
@@ -491,8 +628,17 @@ impl TcpListener {
     /// }).unwrap();
     /// ```
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (s, addr) = self.source.op(Dir::Read, |l| Ok((l.accept()?, false))).await?;
-        Ok((TcpStream::from_mio(s)?, addr))
+        match &self.inner {
+            ListenerInner::Real(source) => {
+                let (s, addr) = source.op(Dir::Read, |l| Ok((l.accept()?, false))).await?;
+                Ok((TcpStream::from_mio(s)?, addr))
+            }
+            ListenerInner::Sim(l) => {
+                let mut got = None;
+                l.accept_each(1, |s, addr| got = Some((TcpStream { inner: TcpInner::Sim(s) }, addr))).await?;
+                got.ok_or_else(|| io::Error::other("trioxide sim: accept returned no connection"))
+            }
+        }
     }
 
     /// Waits for connections and accepts every one already queued, up to
@@ -528,7 +674,13 @@ impl TcpListener {
     async fn accept_each(&self, max: usize, mut push: impl FnMut(TcpStream, SocketAddr)) -> io::Result<usize> {
         let max = max.max(1);
         let mut n = 0;
-        self.source
+        let source = match &self.inner {
+            ListenerInner::Real(source) => source,
+            ListenerInner::Sim(l) => {
+                return l.accept_each(max, |s, addr| push(TcpStream { inner: TcpInner::Sim(s) }, addr)).await;
+            }
+        };
+        source
             .op(Dir::Read, |l| {
                 loop {
                     match l.accept() {
@@ -571,19 +723,26 @@ impl TcpListener {
     /// }).unwrap();
     /// ```
     pub fn close(&self) {
-        self.source.close();
+        match &self.inner {
+            ListenerInner::Real(source) => source.close(),
+            ListenerInner::Sim(l) => l.close(),
+        }
     }
 }
 
+/// The fd; -1 for a listener on the simulated network (it has none).
 impl AsRawFd for TcpListener {
     fn as_raw_fd(&self) -> RawFd {
-        self.source.fd()
+        match &self.inner {
+            ListenerInner::Real(source) => source.fd(),
+            ListenerInner::Sim(_) => -1,
+        }
     }
 }
 
 impl Resource for TcpListener {
     fn close(&self) {
-        self.source.close();
+        TcpListener::close(self);
     }
 }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
 use crate::kernel::io::readiness::{Dir, Source};
+use crate::sim::net::udp::SimUdp;
 use crate::stream::Resource;
 
 /// A UDP socket. `send_to` and `recv_from` are checkpoints; one task may
@@ -23,12 +24,18 @@ use crate::stream::Resource;
 /// }).unwrap();
 /// ```
 pub struct UdpSocket {
-    source: Source<mio::net::UdpSocket>,
+    inner: UdpInner,
+}
+
+/// A real socket, or one on the simulated network (`trioxide::sim`).
+enum UdpInner {
+    Real(Source<mio::net::UdpSocket>),
+    Sim(SimUdp),
 }
 
 impl std::fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UdpSocket").field("fd", &self.source.fd()).finish()
+        f.debug_struct("UdpSocket").field("fd", &self.as_raw_fd()).finish()
     }
 }
 
@@ -44,7 +51,10 @@ impl UdpSocket {
     /// }).unwrap();
     /// ```
     pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
-        Ok(UdpSocket { source: Source::new(mio::net::UdpSocket::bind(addr)?) })
+        if let Some(net) = crate::sim::net::active() {
+            return Ok(UdpSocket { inner: UdpInner::Sim(SimUdp::bind(net, addr)?) });
+        }
+        Ok(UdpSocket { inner: UdpInner::Real(Source::new(mio::net::UdpSocket::bind(addr)?)) })
     }
 
     /// The local address.
@@ -58,7 +68,10 @@ impl UdpSocket {
     /// }).unwrap();
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.source.with(|s| s.local_addr())
+        match &self.inner {
+            UdpInner::Real(source) => source.with(|s| s.local_addr()),
+            UdpInner::Sim(s) => Ok(s.local_addr()),
+        }
     }
 
     /// Sends one datagram to `target`; returns the bytes sent.
@@ -79,7 +92,10 @@ impl UdpSocket {
     /// }).unwrap();
     /// ```
     pub async fn send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
-        self.source.op(Dir::Write, |s| Ok((s.send_to(buf, target)?, false))).await
+        match &self.inner {
+            UdpInner::Real(source) => source.op(Dir::Write, |s| Ok((s.send_to(buf, target)?, false))).await,
+            UdpInner::Sim(s) => Box::pin(s.send_to(buf, target)).await,
+        }
     }
 
     /// Receives one datagram into `buf` (the rest of a longer datagram is
@@ -97,7 +113,10 @@ impl UdpSocket {
     /// }).unwrap();
     /// ```
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.source.op(Dir::Read, |s| Ok((s.recv_from(buf)?, false))).await
+        match &self.inner {
+            UdpInner::Real(source) => source.op(Dir::Read, |s| Ok((s.recv_from(buf)?, false))).await,
+            UdpInner::Sim(s) => Box::pin(s.recv_from(buf)).await,
+        }
     }
 
     /// Closes the socket now.
@@ -113,18 +132,25 @@ impl UdpSocket {
     /// }).unwrap();
     /// ```
     pub fn close(&self) {
-        self.source.close();
+        match &self.inner {
+            UdpInner::Real(source) => source.close(),
+            UdpInner::Sim(s) => s.close(),
+        }
     }
 }
 
+/// The fd; -1 for a socket on the simulated network (it has none).
 impl AsRawFd for UdpSocket {
     fn as_raw_fd(&self) -> RawFd {
-        self.source.fd()
+        match &self.inner {
+            UdpInner::Real(source) => source.fd(),
+            UdpInner::Sim(_) => -1,
+        }
     }
 }
 
 impl Resource for UdpSocket {
     fn close(&self) {
-        self.source.close();
+        UdpSocket::close(self);
     }
 }

@@ -5,12 +5,15 @@
 //!   gathered into one [`MultiError`](crate::MultiError);
 //! * `start.rs`: [`Nursery::start`] and [`TaskStatus`]: the child runs under
 //!   the caller's cancel status until `started(value)`, then is re-parented
-//!   into the nursery.
+//!   into the nursery;
+//! * `remote.rs`: [`Nursery::start_soon_on`] and [`Nursery::start_on`],
+//!   children on another shard (the protocol is in `shard/remote.rs`).
 //!
 //! The two files know each other (a started child is a nursery child with
 //! a different link); that cycle stays inside this folder.
 
 pub(crate) mod open;
+mod remote;
 pub(crate) mod start;
 
 pub use open::{open_nursery, Nursery, OpenNursery, TaskOutput};

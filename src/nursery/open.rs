@@ -23,6 +23,7 @@ use crate::kernel::cancel::{check_nesting, raw, CancelScope, ScopeNode};
 use crate::kernel::error::{into_box_error, BoxError, Cancellation, MultiError, NurseryClosed};
 use crate::kernel::task::TaskId;
 use crate::kernel::Core;
+use crate::shard::remote::OwnerGroup;
 
 /// What a task's future may return: `()` or `Result<(), E>` for any error
 /// that converts into a [`BoxError`].
@@ -83,6 +84,9 @@ pub(crate) struct NurseryInner {
     panic: RefCell<Option<Box<dyn Any + Send>>>,
     /// The parent, waiting for the last child.
     waker: RefCell<Option<Waker>>,
+    /// Groups of children on other shards, one per target shard with live
+    /// children (`remote.rs`).
+    pub(crate) remote_groups: RefCell<Vec<Rc<OwnerGroup>>>,
 }
 
 impl NurseryInner {
@@ -108,6 +112,11 @@ impl NurseryInner {
             }
         }
         self.scope.cancel();
+    }
+
+    /// Records the outcome of a remote child (`shard::remote`'s proxy).
+    pub(crate) fn record_outcome(&self, outcome: Outcome) {
+        self.record(outcome);
     }
 
     pub(crate) fn child_finished(&self, outcome: Outcome) {
@@ -205,7 +214,7 @@ impl Nursery {
         F: Future + 'static,
         F::Output: TaskOutput,
     {
-        self.spawn_child(None, task)
+        self.spawn_child(None, task).map(drop)
     }
 
     /// Like [`start_soon`](Nursery::start_soon), with a name.
@@ -227,14 +236,15 @@ impl Nursery {
         F: Future + 'static,
         F::Output: TaskOutput,
     {
-        self.spawn_child(Some(name.into()), task)
+        self.spawn_child(Some(name.into()), task).map(drop)
     }
 
     /// Spawns `task` wrapped in a `ChildTask`, copying it once: from this
     /// call's argument straight into the new task's allocation (a future
-    /// holding a large buffer is not moved through every layer).
+    /// holding a large buffer is not moved through every layer). Returns
+    /// the new task's id.
     #[inline(always)]
-    fn spawn_child<F>(&self, name: Option<Cow<'static, str>>, task: F) -> Result<(), NurseryClosed>
+    pub(crate) fn spawn_child<F>(&self, name: Option<Cow<'static, str>>, task: F) -> Result<TaskId, NurseryClosed>
     where
         F: Future + 'static,
         F::Output: TaskOutput,
@@ -250,7 +260,7 @@ impl Nursery {
         // SAFETY: the closure initialises both fields of the `ChildTask`
         // and cannot panic; `task` is copied exactly once and never used or
         // dropped here afterwards (ManuallyDrop), so it has one owner.
-        unsafe {
+        let id = unsafe {
             core.spawn_in_place::<ChildTask<F, Rc<NurseryInner>>, F>(
                 self.inner.scope.clone(),
                 name,
@@ -261,7 +271,7 @@ impl Nursery {
                 },
             )
         };
-        Ok(())
+        Ok(id)
     }
 
     /// The nursery's own cancel scope: cancel it to stop the body and every
@@ -455,6 +465,7 @@ where
                     errors: RefCell::new(Vec::new()),
                     panic: RefCell::new(None),
                     waker: RefCell::new(None),
+                    remote_groups: RefCell::new(Vec::new()),
                 });
                 *this.inner = Some(inner.clone());
                 let body_fn = this.body_fn.take().expect("nursery body taken twice");

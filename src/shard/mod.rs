@@ -12,27 +12,91 @@
 //! [`MultiError`], as a [`ShardError`] naming its shard. A panic resumes on
 //! the caller once every shard has finished.
 //!
-//! Built above the kernel: it uses only [`run`](crate::run)'s
-//! [`Builder`], [`CancelScope`] and [`from_thread`](crate::from_thread).
+//! The coordinator is built above the kernel: it uses only
+//! [`run`](crate::run)'s [`Builder`], [`CancelScope`] and
+//! [`from_thread`](crate::from_thread).
+//!
+//! **Remote children** (`remote.rs`, DESIGN.md "The cross-shard
+//! protocol"): a nursery on one shard starts children on another with
+//! [`Nursery::start_soon_on`](crate::Nursery::start_soon_on) and
+//! [`Nursery::start_on`](crate::Nursery::start_on); the nursery waits for
+//! them, gets their errors and panics, and cancelling it reaches them with
+//! one message per target shard. Each shard *hosts* such children until
+//! every shard's main has returned:
+//!
+//! ```
+//! use trioxide::{open_nursery, BoxError, ShardedBuilder};
+//! let out = ShardedBuilder::new(2).run(|shard| async move {
+//!     if shard.index() == 0 {
+//!         // Shard 1's main returns at once; it still runs this child.
+//!         let r = open_nursery(|n| async move {
+//!             n.start_soon_on(1, || async { Err::<(), BoxError>("from shard 1".into()) })?;
+//!             Ok::<_, BoxError>(())
+//!         })
+//!         .await;
+//!         return Ok::<_, BoxError>(r.unwrap_err().errors()[0].to_string());
+//!     }
+//!     Ok(String::new())
+//! });
+//! assert_eq!(out.unwrap(), ["from shard 1", ""]);
+//! ```
+//!
+//! **Reports**: [`ShardedBuilder::run_with_report`] gives one
+//! [`ShardReport`] per shard. Instruments are per shard: add them to the
+//! [`Builder`] that [`ShardedBuilder::configure`] returns for each shard;
+//! [`Shard::current`] tells their hooks which shard they run on.
+//! [`sharded_task_tree`] (`tree.rs`) gathers every shard's task tree, with
+//! each hosted remote child linked to its owner, by sending one query job
+//! to each other shard.
 
 use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use crate::kernel::cancel::CancelScope;
 use crate::kernel::error::{BoxError, MultiError};
-use crate::kernel::run::Builder;
+use crate::kernel::run::{Builder, RunReport};
+use crate::kernel::Core;
 use crate::thread::from_thread::{current_handle, RuntimeHandle};
 
 mod affinity;
+pub mod channel;
+pub(crate) mod remote;
+mod serve;
+mod tree;
+
+use remote::{HostGuard, Registry};
+pub use remote::{RemoteError, RemoteTaskStatus};
+pub use serve::{Balance, ShardedListener};
+pub use tree::{sharded_task_tree, RemoteParent, ShardState, ShardTask, ShardTasks, ShardedTaskTree};
 
 thread_local! {
     /// The cancel scope of the shard main running on this thread, if any:
     /// the target of the cancel message another shard sends.
     static SHARD_SCOPE: RefCell<Option<CancelScope>> = const { RefCell::new(None) };
+    /// The shard whose run this thread runs, for [`Shard::current`]: set
+    /// before the shard's `Builder` is made, cleared once its run is over.
+    static CURRENT_SHARD: std::cell::Cell<Option<Shard>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets `CURRENT_SHARD` for the life of a shard's run on this thread
+/// (a panic included), restoring what was there.
+struct CurrentShard(Option<Shard>);
+
+impl CurrentShard {
+    fn set(shard: Shard) -> CurrentShard {
+        CurrentShard(CURRENT_SHARD.with(|c| c.replace(Some(shard))))
+    }
+}
+
+impl Drop for CurrentShard {
+    fn drop(&mut self) {
+        CURRENT_SHARD.with(|c| c.set(self.0));
+    }
 }
 
 /// Which shard this is: its index (0 to `count - 1`) and how many there are.
@@ -50,6 +114,43 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// The shard this thread runs, from any code on a shard's thread while
+    /// its run lasts: tasks, and the hooks of an
+    /// [`Instrument`](crate::Instrument) given to that shard's
+    /// [`Builder`] (so one instrument type configured on every shard can
+    /// tell them apart), from `before_run` to `after_run`. `None` on any
+    /// other thread, and in a plain [`run`](crate::run) (a sharded run of
+    /// one shard is shard 0 of 1).
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use trioxide::{Builder, Instrument, Shard, ShardedBuilder};
+    /// // One instrument per shard, each learning its shard in before_run.
+    /// struct WhichShard(Arc<AtomicUsize>);
+    /// impl Instrument for WhichShard {
+    ///     fn before_run(&self) {
+    ///         self.0.store(Shard::current().unwrap().index(), Ordering::SeqCst);
+    ///     }
+    /// }
+    /// let seen: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::new(AtomicUsize::new(99))).collect();
+    /// let s = seen.clone();
+    /// ShardedBuilder::new(2)
+    ///     .configure(move |shard| Builder::new().instrument(Rc::new(WhichShard(s[shard.index()].clone()))))
+    ///     .run(|shard| async move {
+    ///         assert_eq!(Shard::current(), Some(shard));
+    ///         Ok::<_, trioxide::BoxError>(())
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(seen.iter().map(|a| a.load(Ordering::SeqCst)).collect::<Vec<_>>(), [0, 1]);
+    /// assert_eq!(Shard::current(), None); // not on a shard's thread
+    /// assert_eq!(trioxide::run(async { Shard::current() }), None);
+    /// ```
+    pub fn current() -> Option<Shard> {
+        CURRENT_SHARD.with(|c| c.get())
+    }
+
     /// This shard's index, from 0 (the calling thread's shard) to
     /// `count() - 1`.
     ///
@@ -142,6 +243,28 @@ impl StdError for ShardError {
     }
 }
 
+/// What one shard left behind, from
+/// [`ShardedBuilder::run_with_report`]: its [`RunReport`] (tasks, timers
+/// and task allocations left, seed) and its remote-children counters.
+///
+/// ```
+/// let (_, reports) = trioxide::ShardedBuilder::new(2).run_with_report(|_| async { Ok::<_, trioxide::BoxError>(()) });
+/// assert_eq!(reports.iter().map(|r| r.shard).collect::<Vec<_>>(), [0, 1]);
+/// assert!(reports.iter().all(|r| r.run.tasks_left == 0 && r.remote_cancels_received == 0));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardReport {
+    /// The shard's index.
+    pub shard: usize,
+    /// What its run left behind (as [`Builder::run_with_report`]).
+    pub run: RunReport,
+    /// Children other shards started on this one.
+    pub remote_children_hosted: u64,
+    /// Cancel messages this shard received for remote groups it hosted
+    /// (one per group cancelled, whatever its number of children).
+    pub remote_cancels_received: u64,
+}
+
 /// Runs `main` once per shard, `n` shards on `n` threads (shard 0 on the
 /// calling thread), each a separate trioxide run, and returns their values
 /// in shard order; see [`ShardedBuilder::run`] for the rules.
@@ -228,7 +351,9 @@ impl<'a> ShardedBuilder<'a> {
     }
 
     /// Makes each shard's [`Builder`] with `f`, called on that shard's
-    /// thread (so it may hold a fresh [`MockClock`](crate::MockClock)).
+    /// thread (so it may hold a fresh [`MockClock`](crate::MockClock), or
+    /// an [`Instrument`](crate::Instrument) of its own: instruments and
+    /// [`task_tree`](crate::task_tree) are per shard).
     ///
     /// ```
     /// use std::time::Duration;
@@ -283,6 +408,55 @@ impl<'a> ShardedBuilder<'a> {
         T: Send,
         E: Into<BoxError>,
     {
+        self.run_inner(main).0
+    }
+
+    /// Like [`run`](ShardedBuilder::run), also reporting what each shard
+    /// left behind, in shard order (one [`ShardReport`] per shard whose
+    /// run started).
+    ///
+    /// # Panics
+    /// As [`run`](ShardedBuilder::run).
+    ///
+    /// ```
+    /// use trioxide::{open_nursery, BoxError, Builder, ShardedBuilder};
+    /// let (out, reports) = ShardedBuilder::new(2)
+    ///     .configure(|shard| Builder::new().seed(10 + shard.index() as u64))
+    ///     .run_with_report(|shard| async move {
+    ///         if shard.index() == 0 {
+    ///             open_nursery(|n| async move {
+    ///                 n.start_soon_on(1, || async {})?;
+    ///                 Ok::<_, BoxError>(())
+    ///             })
+    ///             .await?;
+    ///         }
+    ///         Ok::<_, BoxError>(shard.index())
+    ///     });
+    /// assert_eq!(out.unwrap(), [0, 1]);
+    /// let left: Vec<_> = reports.iter().map(|r| (r.run.tasks_left, r.run.timers_left, r.run.task_allocations_left)).collect();
+    /// assert_eq!(left, [(0, 0, 0), (0, 0, 0)]);
+    /// assert_eq!((reports[0].run.seed, reports[1].run.seed), (10, 11));
+    /// assert_eq!((reports[0].remote_children_hosted, reports[1].remote_children_hosted), (0, 1));
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn run_with_report<F, Fut, T, E>(self, main: F) -> (Result<Vec<T>, MultiError>, Vec<ShardReport>)
+    where
+        F: Fn(Shard) -> Fut + Sync,
+        Fut: Future<Output = Result<T, E>>,
+        T: Send,
+        E: Into<BoxError>,
+    {
+        self.run_inner(main)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run_inner<F, Fut, T, E>(self, main: F) -> (Result<Vec<T>, MultiError>, Vec<ShardReport>)
+    where
+        F: Fn(Shard) -> Fut + Sync,
+        Fut: Future<Output = Result<T, E>>,
+        T: Send,
+        E: Into<BoxError>,
+    {
         let n = self.shards;
         let cpus = if self.pin { affinity::allowed_cpus() } else { Vec::new() };
         let builder_for = |shard: Shard| match &self.configure {
@@ -290,24 +464,40 @@ impl<'a> ShardedBuilder<'a> {
             None => Builder::new(),
         };
         if n == 0 {
-            return Ok(Vec::new());
+            return (Ok(Vec::new()), Vec::new());
         }
         if n == 1 {
             // A plain run on the calling thread: no coordinator, no scope.
             let shard = Shard { index: 0, count: 1 };
+            let _current = CurrentShard::set(shard);
             let _pinned = cpus.first().and_then(|&cpu| affinity::pin_current(cpu));
-            return match builder_for(shard).run(main(shard)) {
-                Ok(v) => Ok(vec![v]),
-                Err(e) => Err(MultiError::new(vec![Box::new(ShardError { shard: 0, error: e.into() })])),
+            let (out, run) = builder_for(shard).run_with_report(main(shard));
+            let report = vec![ShardReport { shard: 0, run, remote_children_hosted: 0, remote_cancels_received: 0 }];
+            return match out {
+                Ok(v) => (Ok(vec![v]), report),
+                Err(e) => (Err(MultiError::new(vec![Box::new(ShardError { shard: 0, error: e.into() })])), report),
             };
         }
         let coord = Coordinator::new(n);
+        let registry = Registry::new(n);
+        let reports: Mutex<Vec<Option<RunReport>>> = Mutex::new(vec![None; n]);
         let run_one = |index: usize| -> Outcome<T> {
             let shard = Shard { index, count: n };
+            let current = CurrentShard::set(shard);
             let _pinned = cpus.get(index).and_then(|&cpu| affinity::pin_current(cpu));
-            let out = catch_unwind(AssertUnwindSafe(|| builder_for(shard).run(shard_main(&coord, shard, &main))));
+            let out = catch_unwind(AssertUnwindSafe(|| {
+                builder_for(shard).run_with_report(shard_main(&coord, &registry, shard, &main))
+            }));
+            // Whatever happened, this shard accepts no more children (and
+            // counts as registered, so no other shard waits for it).
+            registry.close(index);
+            remote::clear_host();
+            drop(current);
             let out = match out {
-                Ok(o) => o,
+                Ok((o, report)) => {
+                    reports.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(report);
+                    o
+                }
                 Err(panic) => {
                     coord.note_panic(index);
                     Outcome::Panicked(panic)
@@ -326,6 +516,15 @@ impl<'a> ShardedBuilder<'a> {
                         .spawn_scoped(s, move || run_one(index))
                 })
                 .collect();
+            // A thread that could not start: that shard fails (the others
+            // are cancelled) and is closed before shard 0 runs, so no shard
+            // waits for it to register.
+            for (i, h) in handles.iter().enumerate() {
+                if h.is_err() {
+                    registry.close(i + 1);
+                    coord.finish(i + 1, true);
+                }
+            }
             let mut outcomes = vec![run_one(0)];
             for (i, h) in handles.into_iter().enumerate() {
                 outcomes.push(match h {
@@ -335,12 +534,8 @@ impl<'a> ShardedBuilder<'a> {
                         coord.note_panic(i + 1);
                         Outcome::Panicked(p)
                     }),
-                    Err(e) => {
-                        // The thread could not start: that shard fails, the
-                        // others are cancelled.
-                        coord.finish(i + 1, true);
-                        Outcome::Failed(Box::new(e))
-                    }
+                    // Closed and reported as failed above.
+                    Err(e) => Outcome::Failed(Box::new(e)),
                 });
             }
             outcomes
@@ -359,12 +554,26 @@ impl<'a> ShardedBuilder<'a> {
                 Outcome::Cancelled | Outcome::Panicked(_) => {}
             }
         }
+        let reports = reports.into_inner().unwrap_or_else(|e| e.into_inner());
+        let reports = reports
+            .into_iter()
+            .enumerate()
+            .filter_map(|(shard, r)| {
+                let stats = &registry.stats[shard];
+                r.map(|run| ShardReport {
+                    shard,
+                    run,
+                    remote_children_hosted: stats.hosted.load(std::sync::atomic::Ordering::Relaxed),
+                    remote_cancels_received: stats.cancels.load(std::sync::atomic::Ordering::Relaxed),
+                })
+            })
+            .collect();
         if errors.is_empty() && values.len() == n {
-            Ok(values)
+            (Ok(values), reports)
         } else {
             // A shard is cancelled only after another failed, so `errors`
             // is not empty here.
-            Err(MultiError::new(errors))
+            (Err(MultiError::new(errors)), reports)
         }
     }
 }
@@ -387,26 +596,55 @@ impl<T> Outcome<T> {
 /// One shard's main: enter the shard's cancel scope, register the run's
 /// handle (or cancel at once if another shard already failed), run the
 /// user's future, unregister (and cancel the others if it failed).
-async fn shard_main<F, Fut, T, E>(coord: &Coordinator, shard: Shard, main: &F) -> Outcome<T>
+async fn shard_main<F, Fut, T, E>(coord: &Coordinator, registry: &Arc<Registry>, shard: Shard, main: &F) -> Outcome<T>
 where
     F: Fn(Shard) -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
+    // The host of remote children; waits for every shard to be up.
+    let host = HostGuard::install(registry.clone(), shard.index, current_handle());
     let scope = CancelScope::new();
     let _guard = ScopeGuard::set(scope.clone());
     if !coord.register(shard.index, current_handle()) {
         scope.cancel();
     }
-    let r = scope.run(async { main(shard).await.map_err(Into::into) }).await;
+    let body = scope.run(async { main(shard).await.map_err(Into::into) });
+    let mut body = std::pin::pin!(body);
+    // A panic is caught here, not left to unwind out of the run: the host
+    // must go on until the children it runs for other shards have ended
+    // (they are cancelled through their owners, as this shard's failure
+    // cancels every shard), and only then does the panic resume, on the
+    // caller.
+    let r = std::future::poll_fn(|cx| {
+        let core = Core::current();
+        let status = core.current_status_ptr();
+        match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => {
+                // As every catch_unwind site: the frames that unwound did
+                // not restore the cancel status.
+                core.swap_status(status);
+                Poll::Ready(Err(panic))
+            }
+        }
+    })
+    .await;
     let out = match r {
-        Ok(Some(v)) => Outcome::Value(v),
-        Ok(None) => Outcome::Cancelled,
-        Err(e) => Outcome::Failed(e),
+        Ok(Ok(Some(v))) => Outcome::Value(v),
+        Ok(Ok(None)) => Outcome::Cancelled,
+        Ok(Err(e)) => Outcome::Failed(e),
+        Err(panic) => {
+            coord.note_panic(shard.index);
+            Outcome::Panicked(panic)
+        }
     };
     // Signal at once, not after this run's teardown: the others' cancel
     // latency does not include it.
     coord.finish(shard.index, out.is_failure());
+    // Go on hosting other shards' children until every main has returned.
+    host.main_returned().await;
     out
 }
 

@@ -21,11 +21,71 @@
 //! through `from_thread` cannot work inline: it gets
 //! [`FromThreadError::OnRuntimeThread`](crate::from_thread::FromThreadError::OnRuntimeThread).
 //!
-//! Not simulated yet (see DESIGN.md, "Deterministic simulation"): real
-//! sockets and the order epoll reports them in, and the system clock read
-//! by code that bypasses the run's clock. A program
-//! that uses only the run's clock, timers, nurseries, cancel scopes,
-//! channels, sync primitives and in-memory streams is deterministic.
+//! A simulated run in which every task waits and nothing can wake one (no
+//! timer, no delivery of the simulated network, no I/O source, no
+//! [`RuntimeHandle`](crate::from_thread::RuntimeHandle) held by a thread)
+//! does not hang: it panics with a message that starts with [`DEADLOCK`]
+//! and names the waiting tasks, which [`explore`] reports as a failure with
+//! the line that reproduces it.
+//!
+//! # The simulated network
+//! [`Builder::net`] gives the run a network: [`net`] is its handle,
+//! [`Net::add_host`] makes a [`Host`] with an address, and code run by
+//! [`Host::run`] or [`Host::enter`] (with every task of the nurseries it
+//! opens) is on that host. The ordinary API then talks over the
+//! simulated network, unchanged: [`TcpListener::bind`](crate::TcpListener::bind),
+//! [`TcpStream::connect`](crate::TcpStream::connect),
+//! [`open_tcp_stream`](crate::open_tcp_stream) (host names resolve to the
+//! simulated hosts), [`serve_tcp`](crate::serve_tcp), and every stream
+//! operation of [`TcpStream`](crate::TcpStream) (the poll layer and
+//! `futures-io` included). Each write is a segment that arrives at a
+//! virtual time drawn from the seed ([`NetConfig`]: latency, jitter, loss
+//! as retransmission delay, bandwidth); [`Net::partition`],
+//! [`Net::clog_link`], [`Net::clog_host`], [`Host::kill`] and
+//! [`Host::restart`] are the faults. No file descriptor, no epoll: every
+//! delivery is a timer of the run.
+//!
+//! ```
+//! use std::time::Duration;
+//! use trioxide::{current_time, open_nursery, open_tcp_stream, sim, BoxError, TcpListener};
+//!
+//! let cfg = sim::NetConfig::new().latency(Duration::from_millis(5));
+//! let rtt = sim::Builder::new().seed(1).net(cfg).run(open_nursery(|n| async move {
+//!     let net = sim::net();
+//!     let server = net.add_host("kv1", "10.0.0.1".parse()?)?;
+//!     let client = net.add_host("client", "10.0.0.2".parse()?)?;
+//!     n.start_soon(async move {
+//!         server.run(|| async {
+//!             let listener = TcpListener::bind("0.0.0.0:7000".parse()?)?;
+//!             let (s, _) = listener.accept().await?;
+//!             let mut buf = [0u8; 4];
+//!             let k = s.receive_some(&mut buf).await?;
+//!             s.send_all(&buf[..k]).await?;
+//!             Ok::<_, BoxError>(())
+//!         }).await
+//!     })?;
+//!     let rtt = client.enter(async {
+//!         let s = open_tcp_stream("kv1", 7000).await?; // one round trip: 10 ms
+//!         let t0 = current_time();
+//!         s.send_all(b"ping").await?;
+//!         let mut buf = [0u8; 4];
+//!         s.receive_some(&mut buf).await?;
+//!         Ok::<_, BoxError>(current_time().saturating_duration_since(t0))
+//!     }).await?;
+//!     Ok::<_, BoxError>(rtt)
+//! })).unwrap();
+//! assert_eq!(rtt, Some(Duration::from_millis(10)));
+//! ```
+//!
+//! [`UdpSocket`](crate::UdpSocket) on a host uses the simulated network
+//! too: a datagram arrives one delay later, or is dropped (loss, a
+//! partition or clog, nobody bound).
+//!
+//! Not simulated (see DESIGN.md, "Deterministic simulation"): Unix
+//! sockets, which stay real, and the system clock read by code that
+//! bypasses the run's clock. A program that uses only the run's clock,
+//! timers, nurseries, cancel scopes, channels, sync primitives, in-memory
+//! streams and (in a run with a network) TCP and UDP is deterministic.
 //!
 //! ```
 //! use std::time::Duration;
@@ -44,6 +104,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::{MockClock, RunReport, Schedule, Trace};
+
+pub(crate) mod net;
+
+pub use self::net::{net, try_net, Host, Net, NetConfig};
 
 /// The environment variable that makes [`explore`] run exactly one case:
 /// `TRIOXIDE_SIM=seed=1234,schedule=pct3 cargo test the_test`.
@@ -163,6 +227,7 @@ impl FromStr for Case {
 pub struct Builder {
     seed: u64,
     schedule: Schedule,
+    net: Option<NetConfig>,
 }
 
 impl Builder {
@@ -172,7 +237,21 @@ impl Builder {
     /// assert_eq!(trioxide::sim::Builder::new().case().seed, 0);
     /// ```
     pub fn new() -> Builder {
-        Builder { seed: 0, schedule: Schedule::Batch }
+        Builder { seed: 0, schedule: Schedule::Batch, net: None }
+    }
+
+    /// Gives the run a simulated network with these parameters (see
+    /// [`net`]): `TcpListener`, `TcpStream`, `open_tcp_stream` and
+    /// `serve_tcp` then use it instead of real sockets.
+    ///
+    /// ```
+    /// use trioxide::sim;
+    /// assert!(sim::Builder::new().net(sim::NetConfig::new()).run(async { sim::try_net().is_some() }));
+    /// assert!(sim::Builder::new().run(async { sim::try_net().is_none() }));
+    /// ```
+    pub fn net(mut self, config: NetConfig) -> Builder {
+        self.net = Some(config);
+        self
     }
 
     /// The seed of every random choice of the run.
@@ -210,7 +289,12 @@ impl Builder {
     fn kernel_builder(self) -> crate::Builder {
         let clock = MockClock::new();
         clock.set_autojump_threshold(Some(Duration::ZERO));
-        crate::Builder::new().seed(self.seed).schedule(self.schedule).clock(clock).threads_inline(true)
+        crate::Builder::new()
+            .seed(self.seed)
+            .schedule(self.schedule)
+            .clock(clock)
+            .threads_inline(true)
+            .on_stall(deadlock)
     }
 
     /// Runs `main` to completion in simulation and returns its output.
@@ -245,7 +329,16 @@ impl Builder {
     /// ```
     #[track_caller]
     pub fn run_with_trace<F: Future>(self, main: F) -> (F::Output, RunReport, Trace) {
-        self.kernel_builder().run_with_trace(main, KEEP_EVENTS)
+        let config = self.net;
+        self.kernel_builder().run_with_trace(
+            async move {
+                if let Some(config) = config {
+                    net::install(config);
+                }
+                main.await
+            },
+            KEEP_EVENTS,
+        )
     }
 
     /// Runs the case twice, `make_main` giving each run its main future,
@@ -281,6 +374,40 @@ impl Builder {
         }
         a
     }
+}
+
+/// The start of the panic message of a simulated run that deadlocked:
+/// every task waits and nothing can wake one (no timer, no delivery of the
+/// simulated network, no I/O source, no thread). The message goes on with
+/// the virtual time and the waiting tasks: `trioxide sim: deadlock at 0ns:
+/// every task waits and nothing can wake one: <main> (nursery), waiter
+/// (parking lot)`.
+///
+/// ```
+/// use trioxide::{sim, sync::Event};
+/// let caught = std::panic::catch_unwind(|| {
+///     sim::Builder::new().run(async {
+///         let never = Event::new();
+///         never.wait().await // nobody sets it
+///     })
+/// });
+/// let message = *caught.unwrap_err().downcast::<String>().unwrap();
+/// assert!(message.starts_with(sim::DEADLOCK));
+/// assert!(message.ends_with("<main> (parking lot)"), "{message}");
+/// ```
+pub const DEADLOCK: &str = "trioxide sim: deadlock at ";
+
+/// The kernel's stall hook in a simulated run: names the waiting tasks.
+fn deadlock() -> ! {
+    let at = crate::current_time().saturating_duration_since(crate::Instant::ZERO);
+    let tasks: Vec<String> = crate::task_tree()
+        .into_iter()
+        .map(|t| {
+            let on = if t.waiting_on.is_empty() { "?" } else { t.waiting_on };
+            format!("{} ({on})", t.name)
+        })
+        .collect();
+    panic!("{DEADLOCK}{at:?}: every task waits and nothing can wake one: {}", tasks.join(", "));
 }
 
 /// Runs `make_main`'s program twice in simulation with `seed` and the batch
