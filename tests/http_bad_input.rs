@@ -72,7 +72,12 @@ where
     let (out, report) = Builder::new().seed(1).clock(clock).run_with_report(fail_after(HANG_GUARD, async move {
         // `Ok(None)`: the server's nursery was cancelled at the end, as meant.
         let served: Option<()> = open_nursery(|n| async move {
-            let config = Rc::new(Config { body: proto::make_body(BODY_LEN), idle: IDLE, request: REQUEST });
+            let config = Rc::new(Config {
+                body: proto::make_body(BODY_LEN),
+                idle: IDLE,
+                request: REQUEST,
+                work: Duration::ZERO,
+            });
             let localhost = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
             let handler = move |s: TcpStream| conn::serve_connection(s, config.clone());
             let addrs = n.start(|status| serve_tcp(handler, 0, localhost, status)).await?;

@@ -77,7 +77,12 @@ where
             trigger: Rc::new(ParkingLot::new()),
             summary: Rc::new(Cell::new(None)),
         });
-        let config = Rc::new(conn::Config { body: proto::make_body(BODY_LEN), idle: IDLE, request: REQUEST });
+        let config = Rc::new(conn::Config {
+            body: proto::make_body(BODY_LEN),
+            idle: IDLE,
+            request: REQUEST,
+            work: Duration::ZERO,
+        });
         let s = server.clone();
         open_nursery(|n| async move {
             let (trigger, summary) = (s.trigger.clone(), s.summary.clone());
@@ -233,4 +238,222 @@ fn a_pipelined_burst_in_flight_is_answered_before_the_connection_closes() {
     });
     assert_eq!(summary.finished, 1, "{summary}");
     assert_eq!(summary.took, Duration::ZERO);
+}
+
+// ---------------------------------------------------------------------------
+// The sharded server (`http_server --threads 2`) as a process: SIGTERM
+// reaches one thread, and every shard drains.
+
+mod process {
+    use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+    use std::net::TcpStream as StdStream;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant as StdInstant};
+
+    /// How long the server may take to print its address, and to exit
+    /// after SIGTERM (it exits in milliseconds; room for a loaded machine).
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    /// The `http_server` example of this build profile, built if needed:
+    /// `cargo test` builds the examples, `cargo test --test http_shutdown`
+    /// does not.
+    pub(super) fn http_server_binary() -> std::path::PathBuf {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/<test>");
+        let bin = profile_dir.join("examples").join("http_server");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "--example", "http_server"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        if let Some(target) = profile_dir.parent() {
+            build.env("CARGO_TARGET_DIR", target);
+        }
+        let status = build.status().expect("run cargo build --example http_server");
+        assert!(status.success(), "cargo build --example http_server failed");
+        bin
+    }
+
+    /// A running `http_server`: its address, and its stdout/stderr in
+    /// files read after the exit.
+    pub(super) struct Server {
+        child: Child,
+        pub(super) port: u16,
+        out: std::path::PathBuf,
+        err: std::path::PathBuf,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_file(&self.out);
+            let _ = std::fs::remove_file(&self.err);
+        }
+    }
+
+    impl Server {
+        pub(super) fn start(args: &[&str]) -> Server {
+            let dir = std::env::temp_dir();
+            let tag = format!("trioxide-http-shutdown-{}-{}", std::process::id(), args.join("_").replace('-', ""));
+            let (out, err) = (dir.join(format!("{tag}.out")), dir.join(format!("{tag}.err")));
+            let child = Command::new(http_server_binary())
+                .args(["--port", "0"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&out).expect("stdout file"))
+                .stderr(std::fs::File::create(&err).expect("stderr file"))
+                .spawn()
+                .expect("start http_server");
+            let mut server = Server { child, port: 0, out, err };
+            let t0 = StdInstant::now();
+            while server.port == 0 {
+                let first = std::fs::File::open(&server.out)
+                    .ok()
+                    .and_then(|f| BufReader::new(f).lines().next())
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                if let Some(port) = first.strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()) {
+                    server.port = port;
+                } else {
+                    assert!(server.child.try_wait().unwrap().is_none(), "http_server exited: {}", server.stderr());
+                    assert!(t0.elapsed() < LIMIT, "no address printed within {LIMIT:?}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            server
+        }
+
+        pub(super) fn stdout(&self) -> String {
+            std::fs::read_to_string(&self.out).unwrap_or_default()
+        }
+
+        pub(super) fn stderr(&self) -> String {
+            std::fs::read_to_string(&self.err).unwrap_or_default()
+        }
+
+        pub(super) fn connect(&self) -> StdStream {
+            let c = StdStream::connect(("127.0.0.1", self.port)).expect("connect");
+            c.set_read_timeout(Some(LIMIT)).unwrap();
+            c
+        }
+
+        pub(super) fn sigterm(&self) {
+            // SAFETY: `kill` takes no pointers; the pid is our live child's.
+            let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+        }
+
+        /// Waits for the exit; returns its status code.
+        pub(super) fn wait_exit(&mut self) -> Option<i32> {
+            let t0 = StdInstant::now();
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status.code();
+                }
+                assert!(t0.elapsed() < LIMIT, "still running {LIMIT:?} after SIGTERM: {}", self.stderr());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        /// Polls until a new connection is refused (every shard has
+        /// closed its listener).
+        pub(super) fn wait_refused(&self) {
+            let t0 = StdInstant::now();
+            loop {
+                match StdStream::connect(("127.0.0.1", self.port)) {
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
+                    _ => {
+                        assert!(t0.elapsed() < LIMIT, "still accepting {LIMIT:?} after SIGTERM");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads one response (head and `Content-Length` body) from `c`;
+    /// returns the head.
+    pub(super) fn response(c: &mut StdStream) -> String {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut byte).expect("a response head");
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8(buf).unwrap();
+        let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+        let mut body = vec![0u8; len];
+        c.read_exact(&mut body).expect("the body");
+        head
+    }
+
+    /// Reads to the end of the stream; returns what came.
+    pub(super) fn rest(c: &mut StdStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).expect("the end of the stream");
+        got
+    }
+
+    pub(super) fn get(c: &mut StdStream) -> String {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        response(c)
+    }
+}
+
+#[test]
+fn sharded_server_process_exits_0_on_sigterm_after_its_requests_in_flight_finish() {
+    use std::io::Write;
+    // reuseport: a refused connection means every shard has closed its
+    // listener, so has begun its drain.
+    let mut server = process::Server::start(&["--threads", "2", "--balance", "reuseport"]);
+    // Requests in flight, on enough connections that both shards have some
+    // (2^-7 odds of all on one): a whole request and the head of another
+    // without its final CRLF, in one write; the first answer shows the
+    // server has read both.
+    let mut mid: Vec<_> = (0..8).map(|_| server.connect()).collect();
+    for c in &mut mid {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\nGET / HTTP/1.1\r\nHost: test\r\n").unwrap();
+        assert!(process::response(c).contains("\r\nConnection: keep-alive"));
+    }
+    server.sigterm();
+    server.wait_refused();
+    for c in &mut mid {
+        c.write_all(b"\r\n").unwrap();
+        let head = process::response(c);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("\r\nConnection: close"), "{head}");
+        assert_eq!(process::rest(c), b"");
+    }
+    assert_eq!(server.wait_exit(), Some(0), "{}", server.stderr());
+    let out = server.stdout();
+    // The refusal probes may have been accepted (and closed at once) by a
+    // shard before its drain: the idle count is not fixed.
+    assert!(out.contains(" 8 finished their request, 0 cancelled at the 5.000 s grace deadline"), "{out}");
+    assert!(server.stderr().contains("http_server: SIGTERM: shutting down (grace 5.000 s)"));
+}
+
+#[test]
+fn sharded_least_loaded_server_process_closes_idle_connections_on_both_shards_at_sigterm() {
+    let mut server = process::Server::start(&["--threads", "2", "--balance", "least-loaded", "--grace", "30"]);
+    // Least-loaded: the first goes to shard 0, the second (the first still
+    // open) to shard 1. Both answered, then idle.
+    let mut idle: Vec<_> = (0..2).map(|_| server.connect()).collect();
+    for c in &mut idle {
+        assert!(process::get(c).contains("\r\nConnection: keep-alive"));
+    }
+    server.sigterm();
+    for c in &mut idle {
+        assert_eq!(process::rest(c), b""); // closed at once, nothing sent
+    }
+    assert_eq!(server.wait_exit(), Some(0), "{}", server.stderr());
+    let out = server.stdout();
+    assert!(
+        out.contains(
+            ": listeners closed, 2 idle connection(s) closed at once, 0 finished their request, 0 cancelled at the \
+             30.000 s grace deadline"
+        ),
+        "{out}"
+    );
 }

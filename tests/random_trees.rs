@@ -535,6 +535,22 @@ thread_local! {
     /// The schedule `run_seed` runs under: Trio's batch pass here;
     /// tests/schedules.rs includes this file and sets the others.
     pub(crate) static SCHEDULE: std::cell::Cell<trioxide::Schedule> = const { std::cell::Cell::new(trioxide::Schedule::Batch) };
+    /// Whether `run_seed` runs under `trioxide::sim` (tests/sim_self.rs)
+    /// instead of an ordinary run with a mock clock.
+    pub(crate) static IN_SIM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs one tree's main: in simulation if `IN_SIM` is set, else on an
+/// ordinary run with an autojumping mock clock; both with `seed` and
+/// `SCHEDULE`.
+fn run_main<F: Future>(seed: u64, main: F) -> (F::Output, RunReport) {
+    if IN_SIM.get() {
+        let (out, report, _) = trioxide::sim::Builder::new().seed(seed).schedule(SCHEDULE.get()).run_with_trace(main);
+        return (out, report);
+    }
+    let clock = MockClock::new();
+    clock.set_autojump_threshold(Some(Duration::ZERO));
+    Builder::new().seed(seed).clock(clock).schedule(SCHEDULE.get()).run_with_report(main)
 }
 
 /// Runs the tree of `seed` and checks it; `Err` describes the failure.
@@ -546,18 +562,15 @@ pub(crate) fn run_seed(seed: u64, verbose: bool, stats: &mut Stats) -> Result<()
     let ctx = Rc::new(Ctx::default());
     stats.runs += 1;
     stats.nodes += count_nodes(&root);
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    let builder = Builder::new().seed(seed).clock(clock).schedule(SCHEDULE.get());
     // Odd seeds catch a panic outside `run` (as a user would); even seeds
     // catch it inside `main`, so the report can be checked as well.
     let catch_inside = seed.is_multiple_of(2);
     let outcome = if catch_inside {
         let main = CatchPanic { inner: Some(Box::pin(top_future(root.clone(), ctx.clone()))) };
-        catch_unwind(AssertUnwindSafe(|| builder.run_with_report(main)))
+        catch_unwind(AssertUnwindSafe(|| run_main(seed, main)))
             .map_err(|p| format!("a panic escaped main although main catches panics: {}", panic_message(&*p)))?
     } else {
-        match catch_unwind(AssertUnwindSafe(|| builder.run_with_report(top_future(root.clone(), ctx.clone())))) {
+        match catch_unwind(AssertUnwindSafe(|| run_main(seed, top_future(root.clone(), ctx.clone())))) {
             Ok((res, report)) => (Ok(res), report),
             Err(p) => {
                 stats.panicked_runs += 1;

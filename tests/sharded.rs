@@ -17,18 +17,8 @@ use trioxide::{
     ShardedBuilder,
 };
 
-/// Far above any real latency; only there to turn a hang into a failure.
-const SAFETY: Duration = Duration::from_secs(30);
-
-/// Runs `f` on its own thread and returns its result, or fails the test if
-/// it has not returned within `SAFETY`.
-fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(SAFETY).expect("the sharded run hung (or its thread died)")
-}
+mod shard_support;
+use shard_support::bounded;
 
 /// Each failing shard as (index, message), in the order reported.
 fn shard_errors(err: &MultiError) -> Vec<(usize, String)> {

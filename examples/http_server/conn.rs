@@ -17,6 +17,7 @@ const INITIAL_BUF: usize = 4 * 1024;
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Server settings, shared by every connection.
+#[derive(Clone)]
 pub struct Config {
     /// The answer to `GET /`.
     pub body: Vec<u8>,
@@ -24,6 +25,20 @@ pub struct Config {
     pub idle: Duration,
     /// Limit on one request, from its first byte.
     pub request: Duration,
+    /// CPU to burn per request before answering it (`--work-us`): a busy
+    /// spin, standing for a handler's own work in benchmarks.
+    pub work: Duration,
+}
+
+/// Spins for `work` (nothing for zero): CPU spent in the handler.
+fn burn(work: Duration) {
+    if work.is_zero() {
+        return;
+    }
+    let t = std::time::Instant::now();
+    while t.elapsed() < work {
+        std::hint::spin_loop();
+    }
 }
 
 /// Serves one connection until the client closes it, misbehaves, or times
@@ -77,6 +92,7 @@ async fn connection_loop(
                         // Tell the client this answer is the last one.
                         req.keep_alive = false;
                     }
+                    burn(config.work);
                     write_response(&mut out, &req, &config.body);
                     start += req.consumed;
                     if !req.keep_alive {

@@ -24,18 +24,26 @@
 //!   scope per connection whose deadline moves.
 //! * A handler never fails: whatever a client does, only its own
 //!   connection ends, and its task with it.
+//! * `--threads N` (default 1) serves with N shards, one thread each
+//!   (`sharded.rs`): `--balance reuseport` gives each shard its own
+//!   `SO_REUSEPORT` socket (the kernel spreads connections by hash),
+//!   `--balance least-loaded` accepts on shard 0 and hands each connection
+//!   to the shard with the fewest open. With 1, none of that code runs: the
+//!   single-threaded server below. `--work-us N` burns N µs of CPU per
+//!   request, standing for a handler's own work in benchmarks.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::time::Duration;
 
 use trioxide::signal::open_signal_receiver;
-use trioxide::{open_tcp_listeners, secs_f64, BoxError};
+use trioxide::{open_tcp_listeners, secs_f64, Balance, BoxError, ShardedListener};
 
 #[path = "../common/args.rs"]
 mod args;
 mod conn;
 mod proto;
+mod sharded;
 mod shutdown;
 
 use conn::Config;
@@ -63,6 +71,14 @@ const FLAGS: &[args::Flag] = &[
         help: "close a keep-alive connection idle this long",
     },
     args::Flag { name: "request-secs", value: "SECS", default: "10", help: "answer 408 to a request slower than this" },
+    args::Flag { name: "threads", value: "N", default: "1", help: "shards (threads) serving the port" },
+    args::Flag {
+        name: "balance",
+        value: "MODE",
+        default: "reuseport",
+        help: "with --threads > 1: reuseport or least-loaded",
+    },
+    args::Flag { name: "work-us", value: "US", default: "0", help: "CPU to burn per request, in microseconds" },
 ];
 
 /// `--NAME SECS` as a duration; exits with a message if it is negative or
@@ -85,11 +101,37 @@ fn main() {
     );
     let port: u16 = args.get("port");
     let grace = seconds(args.get("grace"), "grace");
-    let config = Rc::new(Config {
+    let threads: usize = args.get("threads");
+    let balance: Balance = args.get("balance");
+    let config = Config {
         body: proto::make_body(args.get("body")),
         idle: seconds(args.get("idle-secs"), "idle-secs"),
         request: seconds(args.get("request-secs"), "request-secs"),
-    });
+        work: Duration::from_micros(args.get("work-us")),
+    };
+    if threads == 0 {
+        eprintln!("http_server: --threads must be at least 1");
+        std::process::exit(2);
+    }
+    if threads > 1 {
+        let result = ShardedListener::bind((Ipv4Addr::LOCALHOST, port).into(), threads, balance)
+            .map_err(BoxError::from)
+            .and_then(|listener| {
+                eprintln!("http_server: {threads} shards, balance {balance}");
+                let summary = sharded::serve_until_signal(&listener, &config, grace);
+                eprintln!("http_server: connections served per shard: {:?}", listener.connections_served());
+                summary
+            });
+        match result {
+            Ok(summary) => println!("http_server: {summary}"),
+            Err(e) => {
+                eprintln!("http_server: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let config = Rc::new(config);
     let result = trioxide::run(async move {
         // Before the address is printed: from then on a SIGTERM is handled,
         // never the default (fatal) action.
