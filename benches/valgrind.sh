@@ -23,7 +23,8 @@ for line in sys.stdin:
                     "io_rules", "sockets", "happy_eyeballs", "accept_emfile", "http_bad_input", "fairness",
                     "sync_rules", "sync_cancel", "channel_rules", "channel_stress", "threads", "signals",
                     "http_shutdown", "stream_conformance", "testing_kit", "sync_stress",
-                    "poll_layer", "futures_io", "hyper"):
+                    "poll_layer", "futures_io", "hyper", "sharded", "sharded_remote", "sharded_random_trees",
+                    "shard_channel", "sharded_serve", "sharded_tree", "sim", "sim_net", "sim_self"):
             print(m["executable"])
 ')
 for b in $bins; do
@@ -34,5 +35,7 @@ for b in $bins; do
     # runtime) take it back again and again, so the tests' waker threads
     # could starve for minutes (tests/wakers.rs took 0.5-280 s run to run;
     # natively 0.02 s). Fair scheduling hands the lock round in turn.
-    TRIOXIDE_VALGRIND=1 valgrind -q --fair-sched=try --error-exitcode=1 --leak-check=no "$b" --test-threads=1 -q
+    # TRIOXIDE_SIM_SEEDS: sim_self's seeds per strategy and workload (300
+    # natively; 20 here, about 40 s under memcheck).
+    TRIOXIDE_VALGRIND=1 TRIOXIDE_SIM_SEEDS=20 valgrind -q --fair-sched=try --error-exitcode=1 --leak-check=no "$b" --test-threads=1 -q
 done

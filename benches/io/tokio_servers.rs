@@ -7,8 +7,12 @@
 //! `bench_mio_servers`, with the same command line:
 //!
 //! ```text
-//! bench_tokio_servers <echo|http|pingpong> --port N [--body BYTES] [--work-ns NS]
+//! bench_tokio_servers <echo|http|pingpong> --port N [--body BYTES] [--work-ns NS] [--workers N]
 //! ```
+//!
+//! `--workers 0` (the default) is the current-thread runtime; `--workers N`
+//! is tokio's multi-thread (work-stealing) runtime with N worker threads,
+//! which `benches/sharded.sh` puts beside trioxide's sharded `http_server`.
 //!
 //! It binds 127.0.0.1:N (0 picks a port), prints `listening on 127.0.0.1:PORT`
 //! as its first line and serves until killed.
@@ -18,7 +22,8 @@
 //! * http: HTTP/1.1 keep-alive and pipelining with the parser shared with
 //!   trioxide's `http_server` example (`examples/http_server/proto.rs`): every
 //!   complete request in the buffer is answered into one output buffer that
-//!   is written at once; `--body` bytes (default 1024) per answer;
+//!   is written at once; `--body` bytes (default 1024) per answer; with
+//!   `--work-ns`, busy-spins that long per request before answering it;
 //! * pingpong: reads the request head, answers a fixed `Pong!` and closes.
 
 #[path = "../../examples/http_server/proto.rs"]
@@ -44,10 +49,11 @@ struct Args {
     port: u16,
     body: usize,
     work_ns: u64,
+    workers: usize,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bench_tokio_servers <echo|http|pingpong> --port N [--body BYTES] [--work-ns NS]");
+    eprintln!("usage: bench_tokio_servers <echo|http|pingpong> --port N [--body BYTES] [--work-ns NS] [--workers N]");
     std::process::exit(2);
 }
 
@@ -59,13 +65,14 @@ fn parse_args() -> Args {
         Some("pingpong") => Kind::Pingpong,
         _ => usage(),
     };
-    let mut args = Args { kind, port: 0, body: 1024, work_ns: 0 };
+    let mut args = Args { kind, port: 0, body: 1024, work_ns: 0, workers: 0 };
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| usage());
         match flag.as_str() {
             "--port" => args.port = value.parse().unwrap_or_else(|_| usage()),
             "--body" => args.body = value.parse().unwrap_or_else(|_| usage()),
             "--work-ns" => args.work_ns = value.parse().unwrap_or_else(|_| usage()),
+            "--workers" => args.workers = value.parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -74,7 +81,11 @@ fn parse_args() -> Args {
 
 fn main() {
     let args = parse_args();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("build tokio runtime");
+    let rt = match args.workers {
+        0 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    }
+    .expect("build tokio runtime");
     rt.block_on(serve(args));
 }
 
@@ -98,7 +109,7 @@ async fn serve(args: Args) {
         let _ = stream.set_nodelay(true);
         match args.kind {
             Kind::Echo => tokio::spawn(echo(stream, work)),
-            Kind::Http => tokio::spawn(http(stream, body)),
+            Kind::Http => tokio::spawn(http(stream, body, work)),
             Kind::Pingpong => tokio::spawn(pingpong(stream)),
         };
     }
@@ -127,7 +138,7 @@ async fn echo(mut stream: TcpStream, work: Duration) {
     }
 }
 
-async fn http(mut stream: TcpStream, body: &'static [u8]) {
+async fn http(mut stream: TcpStream, body: &'static [u8], work: Duration) {
     // Unread bytes are `buf[..]`; reads go into its spare capacity.
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut out = Vec::new();
@@ -146,6 +157,12 @@ async fn http(mut stream: TcpStream, body: &'static [u8]) {
         loop {
             match proto::parse_request(&buf[used..]) {
                 proto::Parse::Request(req) => {
+                    if !work.is_zero() {
+                        let start = Instant::now();
+                        while start.elapsed() < work {
+                            std::hint::spin_loop();
+                        }
+                    }
                     proto::write_response(&mut out, &req, body);
                     used += req.consumed;
                     if !req.keep_alive {

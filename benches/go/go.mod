@@ -1,0 +1,3 @@
+module trioxide-bench-go
+
+go 1.18
