@@ -574,6 +574,140 @@ fn a_receive_dropped_after_a_hand_over_puts_the_value_back_at_the_front() {
     });
 }
 
+// ------------------------------------------------ the unbounded batch
+//
+// An unbounded channel's receive that finds values waiting moves the whole
+// buffer into a batch the receive handles share (DESIGN.md 18, "Cross-shard
+// channels"). The batch must be invisible: the same order, the same counts,
+// the same end of channel, the same drops at close.
+
+#[test]
+fn an_unbounded_receive_keeps_fifo_order_and_counts_across_its_batch() {
+    let (tx, rx) = open_shard_channel::<u32>(UNBOUNDED);
+    for i in 0..5 {
+        tx.try_send(i).unwrap();
+    }
+    // Takes 0 and moves 1..5 into the batch.
+    assert_eq!(rx.try_receive(), Ok(0));
+    assert_eq!(load(tx.statistics()), (4, 0, 0));
+    for i in 5..7 {
+        tx.try_send(i).unwrap();
+    }
+    assert_eq!(load(rx.statistics()), (6, 0, 0));
+    let got: Vec<u32> = (0..6).map(|_| rx.try_receive().unwrap()).collect();
+    assert_eq!(got, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(rx.try_receive(), Err(TryReceiveError::WouldBlock));
+    assert_eq!(load(tx.statistics()), (0, 0, 0));
+}
+
+#[test]
+fn an_unbounded_channel_ends_only_after_its_batch_drains() {
+    let (tx, rx) = open_shard_channel::<u32>(UNBOUNDED);
+    for i in 0..3 {
+        tx.try_send(i).unwrap();
+    }
+    assert_eq!(rx.try_receive(), Ok(0));
+    drop(tx);
+    assert_eq!(rx.receive_blocking(), Ok(1));
+    assert_eq!(run(async { rx.receive().await }), Ok(2));
+    assert_eq!(rx.try_receive(), Err(TryReceiveError::EndOfChannel));
+    assert_eq!(rx.receive_blocking(), Err(ReceiveError::EndOfChannel));
+}
+
+/// Counts its drops.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn closing_the_last_receiver_drops_the_batched_values_at_once_and_breaks_senders() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = open_shard_channel::<Counted>(UNBOUNDED);
+    let rx2 = rx.clone();
+    for _ in 0..4 {
+        assert!(tx.try_send(Counted(drops.clone())).is_ok());
+    }
+    drop(rx.try_receive().unwrap()); // one delivered and dropped, three batched
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    rx.close();
+    // Another receive handle is open: the batch is still the channel's.
+    assert_eq!((drops.load(Ordering::SeqCst), tx.statistics().current_buffer_used), (1, 3));
+    drop(rx2.try_receive().unwrap());
+    drop(rx2);
+    assert_eq!((drops.load(Ordering::SeqCst), tx.statistics().current_buffer_used), (4, 0));
+    match tx.try_send(Counted(drops.clone())) {
+        Err(TrySendError::Broken(v)) => drop(v),
+        other => panic!("expected Broken, got ok={}", other.is_ok()),
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn an_unbounded_receive_dropped_while_yielding_puts_its_value_before_the_batch() {
+    let (tx, rx) = open_shard_channel::<u32>(UNBOUNDED);
+    run(open_nursery(|n| {
+        let (tx, rx) = (&tx, &rx);
+        async move {
+            // A runnable sibling, so that a receive that takes the last
+            // value yields before returning it (the "exhausted" rule).
+            n.start_soon(async { Ok::<_, BoxError>(()) })?;
+            tx.try_send(1).unwrap();
+            let mut first = rx.receive();
+            assert!(poll_once(&mut first).await.is_pending(), "took 1 and yields");
+            tx.try_send(2).unwrap();
+            tx.try_send(3).unwrap();
+            // Takes 2 and moves 3 into the batch.
+            assert_eq!(rx.try_receive(), Ok(2));
+            drop(first); // 1 goes back in front of 3, not behind it
+            assert_eq!(load(rx.statistics()), (2, 0, 0));
+            assert_eq!(rx.try_receive(), Ok(1));
+            assert_eq!(rx.try_receive(), Ok(3));
+            Ok::<_, BoxError>(())
+        }
+    }))
+    .unwrap();
+}
+
+#[test]
+fn unbounded_receivers_on_two_threads_share_one_batch_and_get_each_value_once() {
+    const N: u32 = 20_000;
+    let (tx, rx) = open_shard_channel::<u32>(UNBOUNDED);
+    let rx2 = rx.clone();
+    let (a, b) = bounded(move || {
+        let other = thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Ok(v) = rx2.receive_blocking() {
+                got.push(v);
+            }
+            got
+        });
+        let producer = thread::spawn(move || {
+            for i in 0..N {
+                tx.send_blocking(i).unwrap();
+            }
+        });
+        let mine = run(async move {
+            let mut got = Vec::new();
+            while let Ok(v) = rx.receive().await {
+                got.push(v);
+            }
+            got
+        });
+        producer.join().unwrap();
+        (mine, other.join().unwrap())
+    });
+    for share in [&a, &b] {
+        assert!(share.windows(2).all(|w| w[0] < w[1]), "each receiver sees the values in order");
+    }
+    let mut all = [a, b].concat();
+    all.sort_unstable();
+    assert_eq!(all, (0..N).collect::<Vec<_>>());
+}
+
 #[test]
 fn a_receive_cancelled_on_entry_takes_nothing() {
     let (tx, rx) = open_shard_channel::<u32>(1);

@@ -334,6 +334,26 @@ impl<T> State<T> {
         self.capacity > 0 && self.buffer.is_empty()
     }
 
+    /// Unbounded cross-shard channels: after a receive took its value,
+    /// moves the rest of the buffer into the receivers' `batch` (which must
+    /// be empty) by swapping the two deques, so the buffer goes on in the
+    /// batch's old allocation. Returns whether the batch now holds values.
+    /// See `Shared::batch` in `shard/channel.rs` for why.
+    pub(crate) fn swap_buffer(&mut self, batch: &mut VecDeque<T>) -> bool {
+        debug_assert!(batch.is_empty(), "a batch is taken only once the previous one is drained");
+        debug_assert!(self.senders.len == 0, "an unbounded channel's senders never wait");
+        if self.buffer.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut self.buffer, batch);
+        true
+    }
+
+    /// Whether any receive handle is open.
+    pub(crate) fn has_receivers(&self) -> bool {
+        self.open_receivers > 0
+    }
+
     /// Blocks a receive; returns its key.
     pub(crate) fn park_receiver(&mut self, handle: HandleId, waker: Waker) -> usize {
         self.push_back(Side::Receive, handle, None, waker)

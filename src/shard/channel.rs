@@ -77,13 +77,14 @@ mod loom_models;
 mod receive;
 mod send;
 
+use std::collections::VecDeque;
 use std::task::Waker;
 
 pub use receive::{ShardReceiveChannel, ShardReceiveFuture};
 pub use send::{ShardSendChannel, ShardSendFuture};
 
-use crate::channel::state::{HandleId, Side, State};
-use crate::channel::MemoryChannelStatistics;
+use crate::channel::state::{HandleId, PutBack, Side, State, Take};
+use crate::channel::{MemoryChannelStatistics, UNBOUNDED};
 use crate::kernel::sync_shim::{spin_loop, Arc, AtomicBool, Mutex, MutexGuard, Ordering, TryLockError};
 
 /// Opens a cross-shard channel with a buffer of `capacity` values: `0` for
@@ -111,24 +112,92 @@ use crate::kernel::sync_shim::{spin_loop, Arc, AtomicBool, Mutex, MutexGuard, Or
 /// assert_eq!(got, ["a", "b", "c"]);
 /// ```
 pub fn open_shard_channel<T: Send>(capacity: usize) -> (ShardSendChannel<T>, ShardReceiveChannel<T>) {
-    let chan = Arc::new(Mutex::new(State::new(capacity)));
+    let chan = Arc::new(Shared::new(capacity));
     let tx = ShardSendChannel::from_endpoint(Endpoint::new(chan.clone(), Side::Send, true));
     let rx = ShardReceiveChannel::from_endpoint(Endpoint::new(chan, Side::Receive, true));
     (tx, rx)
 }
 
+/// What every handle of one channel shares.
+///
+/// Lock order: `batch` before `state`. Senders take only `state` (and
+/// `batch` only to close the last receive handle or to read statistics).
+struct Shared<T> {
+    /// The memory channel's state machine: buffer, handle counts, waiters.
+    state: Mutex<State<T>>,
+    /// Unbounded channels only (`None` for rendezvous and bounded ones,
+    /// whose receives never touch it): values a receive moved out of
+    /// `state`'s buffer in one go, in order, oldest first. They are still
+    /// the channel's, not any receive's: every receive takes from here
+    /// first, and looks at `state` only when this is empty.
+    ///
+    /// *Why.* With one lock per message, a producer that never blocks and
+    /// a consumer on another core pull the lock's cache line to and fro
+    /// twice per message, and when the producer runs ahead the buffer grows
+    /// into fresh pages the kernel must zero (BENCHMARKS.md, "Cross-shard
+    /// channels": 20 % and 18 % of the consumer's samples). A receive that
+    /// finds values waiting swaps the whole buffer with this deque's empty
+    /// allocation: the next values go into recycled memory, and the
+    /// consumer takes the batch under a lock of its own that the producer
+    /// never touches. Bounded channels cannot do this, since values moved
+    /// out would no longer count against the capacity.
+    ///
+    /// *Invariants* (under both locks): a receive parks only when this is
+    /// empty, so while it holds values no receiver is blocked, and FIFO
+    /// hand-over to blocked receivers (rule Y5) is undisturbed; it is
+    /// emptied, and its values dropped, when the last receive handle
+    /// closes, as the buffer is.
+    batch: Option<Batch<T>>,
+}
+
+/// The batch on its own cache lines (128 bytes: a line and its
+/// adjacent-line prefetch pair on x86-64), apart from `state`'s lock, which
+/// the producers write.
+#[repr(align(128))]
+struct Batch<T> {
+    values: Mutex<VecDeque<T>>,
+}
+
+impl<T> Shared<T> {
+    fn new(capacity: usize) -> Shared<T> {
+        let batch = (capacity == UNBOUNDED).then(|| Batch { values: Mutex::new(VecDeque::new()) });
+        Shared { state: Mutex::new(State::new(capacity)), batch }
+    }
+}
+
 /// What every handle is: a share of the channel, an id for its own blocked
 /// operations, and its own closed flag. Dropping it closes it.
 struct Endpoint<T> {
-    chan: Arc<Mutex<State<T>>>,
+    chan: Arc<Shared<T>>,
     id: HandleId,
     side: Side,
     closed: AtomicBool,
 }
 
+/// A receive's non-blocking attempt ([`Endpoint::take`]).
+enum Taken<'a, T> {
+    /// A value; the sender to wake if one was moved along; whether the
+    /// next receive would find nothing (the schedule point's "exhausted").
+    Value(T, Option<Waker>, bool),
+    /// Every send handle is closed and nothing is left.
+    End,
+    /// Nothing to take. The locks are still held, so that the receive
+    /// can park before any value arrives.
+    Empty(ReceiveLocks<'a, T>),
+    /// This handle is closed.
+    Closed,
+}
+
+/// The locks a receive holds while it decides, in the lock order.
+struct ReceiveLocks<'a, T> {
+    /// Held to keep `batch` empty until the receive has parked.
+    _batch: Option<MutexGuard<'a, VecDeque<T>>>,
+    state: MutexGuard<'a, State<T>>,
+}
+
 impl<T> Endpoint<T> {
-    fn new(chan: Arc<Mutex<State<T>>>, side: Side, open: bool) -> Endpoint<T> {
-        let id = lock(&chan).new_handle(side, open);
+    fn new(chan: Arc<Shared<T>>, side: Side, open: bool) -> Endpoint<T> {
+        let id = lock(&chan.state).new_handle(side, open);
         Endpoint { chan, id, side, closed: AtomicBool::new(!open) }
     }
 
@@ -137,7 +206,65 @@ impl<T> Endpoint<T> {
     /// back to the caller).
     #[inline]
     fn lock(&self) -> MutexGuard<'_, State<T>> {
-        lock(&self.chan)
+        lock(&self.chan.state)
+    }
+
+    /// The batch's lock, for unbounded channels; taken before [`lock`](Self::lock).
+    #[inline]
+    fn lock_batch(&self) -> Option<MutexGuard<'_, VecDeque<T>>> {
+        self.chan.batch.as_ref().map(|b| lock(&b.values))
+    }
+
+    /// A receive's attempt that does not block: the batch first, then the
+    /// state (moving what is left of the buffer into the batch). The
+    /// closed flag is read under the locks, as [`ShardSendFuture`] explains.
+    fn take(&self) -> Taken<'_, T> {
+        let mut batch = self.lock_batch();
+        if let Some(b) = batch.as_mut() {
+            if self.is_closed() {
+                return Taken::Closed;
+            }
+            if let Some(value) = b.pop_front() {
+                // Under the batch's lock: nobody can refill it meanwhile.
+                let exhausted = b.is_empty() && self.lock().is_drained();
+                return Taken::Value(value, None, exhausted);
+            }
+        }
+        let mut state = self.lock();
+        if self.is_closed() {
+            return Taken::Closed;
+        }
+        match state.take() {
+            Take::Value(value, waker) => {
+                let exhausted = match batch.as_mut() {
+                    // Unbounded: no sender ever waits, so `waker` is `None`.
+                    Some(b) => !state.swap_buffer(b),
+                    None => state.is_drained(),
+                };
+                Taken::Value(value, waker, exhausted)
+            }
+            Take::End => Taken::End,
+            Take::Empty => Taken::Empty(ReceiveLocks { _batch: batch, state }),
+        }
+    }
+
+    /// Returns a value a receive took but will not deliver: to the front of
+    /// the batch if it holds values (they came after this one), else as
+    /// [`State::put_back`] does. `state` is the state's guard if the caller
+    /// holds it (with the batch's, taken first: `batch`).
+    fn put_back(
+        &self,
+        value: T,
+        batch: Option<&mut MutexGuard<'_, VecDeque<T>>>,
+        state: &mut MutexGuard<'_, State<T>>,
+    ) -> PutBack<T> {
+        if let Some(b) = batch {
+            if !b.is_empty() {
+                b.push_front(value);
+                return PutBack::Done(None);
+            }
+        }
+        state.put_back(value)
     }
 
     /// A new handle on the same channel: open if this one is open, closed
@@ -152,21 +279,40 @@ impl<T> Endpoint<T> {
     }
 
     /// Closes this handle (idempotent). Outside the lock, drops the buffer
-    /// if this was the last receive handle, then wakes: a sender on another
-    /// thread that sees `Broken` finds the buffered values already dropped.
+    /// (and the batch) if this was the last receive handle, then wakes: a
+    /// sender on another thread that sees `Broken` finds the buffered values
+    /// already dropped.
     fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let closing = self.lock().close_handle(self.side, self.id);
+        let mut batch = if self.side == Side::Receive { self.lock_batch() } else { None };
+        let mut state = self.lock();
+        let closing = state.close_handle(self.side, self.id);
+        let batched = match batch.as_mut() {
+            Some(b) if !state.has_receivers() => std::mem::take(&mut **b),
+            _ => VecDeque::new(),
+        };
+        drop(state);
+        drop(batch);
+        drop(batched);
         drop(closing.dropped);
         for waker in closing.wakers {
             waker.wake();
         }
     }
 
+    /// The state's statistics, with the batch's values counted as buffered
+    /// (`peak_buffer_used` is the shared buffer's peak: a lower bound when
+    /// a batch was taken out while more values arrived).
     fn statistics(&self) -> MemoryChannelStatistics {
-        self.lock().statistics()
+        let batch = self.lock_batch();
+        let mut s = self.lock().statistics();
+        if let Some(b) = batch {
+            s.current_buffer_used += b.len();
+            s.peak_buffer_used = s.peak_buffer_used.max(s.current_buffer_used);
+        }
+        s
     }
 }
 
@@ -180,7 +326,7 @@ impl<T> Drop for Endpoint<T> {
 /// runs under it except the cancellation check, which leaves the state
 /// consistent.
 #[inline]
-fn lock<T>(chan: &Mutex<State<T>>) -> MutexGuard<'_, State<T>> {
+fn lock<U>(chan: &Mutex<U>) -> MutexGuard<'_, U> {
     match chan.try_lock() {
         Ok(g) => g,
         Err(TryLockError::Poisoned(p)) => p.into_inner(),
@@ -192,7 +338,7 @@ fn lock<T>(chan: &Mutex<State<T>>) -> MutexGuard<'_, State<T>> {
 /// (with backoff) before letting `Mutex::lock` put the thread to sleep,
 /// which costs a `futex` wait here and a `futex` wake in the holder.
 #[cold]
-fn lock_contended<T>(chan: &Mutex<State<T>>) -> MutexGuard<'_, State<T>> {
+fn lock_contended<U>(chan: &Mutex<U>) -> MutexGuard<'_, U> {
     for round in 0..LOCK_SPIN_ROUNDS {
         for _ in 0..1u32 << round.min(6) {
             spin_loop();

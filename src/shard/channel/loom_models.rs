@@ -1,14 +1,15 @@
 //! The cross-shard channel under loom: plain threads with `send_blocking`
 //! and `receive_blocking` (the async `send` and `receive` are checkpoints of
-//! a trioxide run, which loom cannot drive), for a rendezvous and for a
-//! buffer of one. A lost wake-up leaves a thread parked forever, which loom
+//! a trioxide run, which loom cannot drive), for a rendezvous, a buffer of
+//! one, and an unbounded channel (whose receives move the buffer into a
+//! shared batch under a second lock: `Shared::batch`). A lost wake-up leaves a thread parked forever, which loom
 //! reports as a deadlock; a value lost, doubled or reordered fails the
 //! assertions.
 
 use loom::thread;
 
 use super::{open_shard_channel, ShardReceiveChannel};
-use crate::channel::{ReceiveError, SendErrorKind};
+use crate::channel::{ReceiveError, SendErrorKind, UNBOUNDED};
 use crate::kernel::sync_shim::{check_model, BOUNDED};
 
 /// Receives until the end of the channel.
@@ -45,6 +46,11 @@ fn loom_buffer_of_one_one_sender() {
     check_model("channel cap 1, 1 sender x 2 values", None, || one_sender(1));
 }
 
+#[test]
+fn loom_unbounded_one_sender() {
+    check_model("channel unbounded, 1 sender x 2 values", None, || one_sender(UNBOUNDED));
+}
+
 /// Two sender threads (clones) send two values each; the receiver gets all
 /// four exactly once, each sender's in its order, then `EndOfChannel` once
 /// both handles are dropped.
@@ -78,6 +84,11 @@ fn loom_buffer_of_one_two_senders() {
     check_model("channel cap 1, 2 senders x 2 values", BOUNDED, || two_senders(1));
 }
 
+#[test]
+fn loom_unbounded_two_senders() {
+    check_model("channel unbounded, 2 senders x 2 values", BOUNDED, || two_senders(UNBOUNDED));
+}
+
 /// One sender sends 1, 2 and 3 then drops its handle; two receiver threads
 /// (clones) receive until the end: every value reaches exactly one of them,
 /// each sees its share in order, and both see `EndOfChannel`.
@@ -109,6 +120,11 @@ fn loom_buffer_of_one_two_receivers() {
     check_model("channel cap 1, 1 sender x 3 values, 2 receivers", None, || two_receivers(1));
 }
 
+#[test]
+fn loom_unbounded_two_receivers() {
+    check_model("channel unbounded, 1 sender x 3 values, 2 receivers", None, || two_receivers(UNBOUNDED));
+}
+
 /// The receiver takes one value and drops its handle while the sender
 /// sends a second: the second send either was taken or buffered before the
 /// drop (`Ok`), or fails `Broken` and gives the value back; never both,
@@ -138,6 +154,11 @@ fn loom_rendezvous_receiver_leaves() {
 #[test]
 fn loom_buffer_of_one_receiver_leaves() {
     check_model("channel cap 1, receiver drops mid-stream", None, || receiver_leaves(1));
+}
+
+#[test]
+fn loom_unbounded_receiver_leaves() {
+    check_model("channel unbounded, receiver drops mid-stream", None, || receiver_leaves(UNBOUNDED));
 }
 
 /// A receiver blocked on an empty channel is woken by `close` on another

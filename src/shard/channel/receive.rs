@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 
 use super::blocking::{assert_outside_run, thread_waker};
-use super::{wake, Endpoint, MemoryChannelStatistics};
-use crate::channel::state::{PutBack, Side, Status, Take};
+use super::{wake, Endpoint, MemoryChannelStatistics, Taken};
+use crate::channel::state::{PutBack, Side, Status};
 use crate::channel::{ReceiveError, TryReceiveError};
 use crate::kernel::budget::{after_channel_op, AfterIo};
 use crate::kernel::error::ClosedResource;
@@ -117,20 +117,15 @@ impl<T: Send> ShardReceiveChannel<T> {
     pub fn receive_blocking(&self) -> Result<T, ReceiveError> {
         assert_outside_run(RECEIVE_BLOCKING_OP);
         let waker = thread_waker();
-        let mut chan = self.ep.lock();
-        if self.ep.is_closed() {
-            return Err(ReceiveError::Closed);
-        }
-        let key = match chan.take() {
-            Take::Value(v, w) => {
-                drop(chan);
+        let key = match self.ep.take() {
+            Taken::Value(v, w, _) => {
                 wake(w);
                 return Ok(v);
             }
-            Take::End => return Err(ReceiveError::EndOfChannel),
-            Take::Empty => chan.park_receiver(self.ep.id, waker.clone()),
+            Taken::End => return Err(ReceiveError::EndOfChannel),
+            Taken::Closed => return Err(ReceiveError::Closed),
+            Taken::Empty(mut locks) => locks.state.park_receiver(self.ep.id, waker.clone()),
         };
-        drop(chan);
         loop {
             park();
             let polled = self.ep.lock().poll_waiter(Side::Receive, key, &waker, || false);
@@ -154,19 +149,14 @@ impl<T: Send> ShardReceiveChannel<T> {
     /// assert_eq!(rx.try_receive(), Err(TryReceiveError::Closed));
     /// ```
     pub fn try_receive(&self) -> Result<T, TryReceiveError> {
-        let mut chan = self.ep.lock();
-        if self.ep.is_closed() {
-            return Err(TryReceiveError::Closed);
-        }
-        let take = chan.take();
-        drop(chan);
-        match take {
-            Take::Value(v, waker) => {
+        match self.ep.take() {
+            Taken::Value(v, waker, _) => {
                 wake(waker);
                 Ok(v)
             }
-            Take::Empty => Err(TryReceiveError::WouldBlock),
-            Take::End => Err(TryReceiveError::EndOfChannel),
+            Taken::Empty(_) => Err(TryReceiveError::WouldBlock),
+            Taken::End => Err(TryReceiveError::EndOfChannel),
+            Taken::Closed => Err(TryReceiveError::Closed),
         }
     }
 
@@ -417,16 +407,11 @@ impl<T> RecvOp<T> {
         if core.is_cancelled() {
             return Poll::Ready(Err(ReceiveError::Cancelled));
         }
-        let mut chan = ep.lock();
-        // Under the lock, so that a `close` on another thread cannot miss
-        // a receive that queues on this handle (see `ShardSendFuture`).
-        if ep.is_closed() {
-            return Poll::Ready(Err(ReceiveError::Closed));
-        }
-        match chan.take() {
-            Take::Value(value, waker) => {
-                let exhausted = chan.is_drained();
-                drop(chan);
+        // `take` reads the closed flag under the lock, so that a `close` on
+        // another thread cannot miss a receive that queues on this handle
+        // (see `ShardSendFuture`).
+        match ep.take() {
+            Taken::Value(value, waker, exhausted) => {
                 wake(waker);
                 // A schedule point, not a cancel point: the value is ours
                 // now, and is put back if this is dropped while yielding.
@@ -436,10 +421,11 @@ impl<T> RecvOp<T> {
                 }
                 Poll::Ready(Ok(value))
             }
-            Take::End => Poll::Ready(Err(ReceiveError::EndOfChannel)),
-            Take::Empty => {
-                let key = chan.park_receiver(ep.id, cx.waker().clone());
-                drop(chan);
+            Taken::End => Poll::Ready(Err(ReceiveError::EndOfChannel)),
+            Taken::Closed => Poll::Ready(Err(ReceiveError::Closed)),
+            Taken::Empty(mut locks) => {
+                let key = locks.state.park_receiver(ep.id, cx.waker().clone());
+                drop(locks);
                 *self = RecvOp::Parked(key);
                 core.set_waiting_on(WAITING_ON);
                 Poll::Pending
@@ -467,19 +453,25 @@ impl<T> RecvOp<T> {
     /// queued receiver leaves the queue; a value already handed over goes
     /// to the next blocked receiver or back to the front of the buffer.
     fn abandon(&mut self, ep: &Endpoint<T>) {
-        let put = match std::mem::replace(self, RecvOp::Idle) {
+        let op = std::mem::replace(self, RecvOp::Idle);
+        if let RecvOp::Idle = op {
+            return;
+        }
+        // Under both locks: no other receive can slip in between, so the
+        // value keeps its place at the front.
+        let mut batch = ep.lock_batch();
+        let mut state = ep.lock();
+        let value = match op {
             RecvOp::Idle => return,
-            RecvOp::Yielding(_, value) => ep.lock().put_back(value),
-            RecvOp::Parked(key) => {
-                // Under one lock: no other receive can slip in between, so
-                // the value keeps its place at the front.
-                let mut chan = ep.lock();
-                match chan.withdraw(Side::Receive, key) {
-                    (_, Some(v)) => chan.put_back(v),
-                    (_, None) => return,
-                }
-            }
+            RecvOp::Yielding(_, value) => value,
+            RecvOp::Parked(key) => match state.withdraw(Side::Receive, key) {
+                (_, Some(v)) => v,
+                (_, None) => return,
+            },
         };
+        let put = ep.put_back(value, batch.as_mut(), &mut state);
+        drop(state);
+        drop(batch);
         match put {
             PutBack::Done(waker) => wake(waker),
             // Every receive handle is closed: the value has nowhere to go.

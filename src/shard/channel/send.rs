@@ -396,7 +396,7 @@ impl<T> Drop for ShardSendFuture<'_, T> {
         if let SendState::Parked(key) = self.state {
             // Still waiting: withdraw, and drop the value after the lock is
             // released. Already taken: nothing to undo.
-            let (_status, value) = super::lock(&self.ep.chan).withdraw(Side::Send, key);
+            let (_status, value) = self.ep.lock().withdraw(Side::Send, key);
             drop(value);
         }
     }
