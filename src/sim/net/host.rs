@@ -202,10 +202,20 @@ impl Host {
                     Err(e) => Err(e),
                 };
             }
-            // Killed: boot again if a restart is due.
-            let restart_at = self.net.state.hosts.borrow()[self.id as usize - 1].restart_at;
-            let Some(at) = restart_at else { return Ok(()) };
-            crate::time::sleep_until(at).await?;
+            // Killed: boot again if a restart is due. A kill or restart
+            // during the downtime changes the plan (a kill cancels the
+            // boot, a restart moves it): each bumps the epoch, so look
+            // again whenever it changes.
+            loop {
+                let epoch = self.net.state.host_epoch(self.id);
+                let restart_at = self.net.state.hosts.borrow()[self.id as usize - 1].restart_at;
+                let Some(at) = restart_at else { return Ok(()) };
+                if Core::current().now() >= at {
+                    break;
+                }
+                let state = &*self.net.state;
+                change_or(state, at, || state.host_epoch(self.id) != epoch).await?;
+            }
         }
     }
 
@@ -213,7 +223,8 @@ impl Host {
     /// `ConnectionReset` one latency later), its listeners are dropped (a
     /// connect is refused), and the code on it is cancelled. Its
     /// [`run`](Host::run) returns, unless [`restart`](Host::restart) is
-    /// called.
+    /// called; a kill during a restart's downtime cancels the restart (the
+    /// host stays down, and `run` returns).
     ///
     /// ```
     /// use trioxide::sim;
@@ -229,7 +240,8 @@ impl Host {
     }
 
     /// Kills the host now and has its [`run`](Host::run) start main again
-    /// after `downtime` (connects meanwhile are refused).
+    /// after `downtime` (connects meanwhile are refused). During another
+    /// restart's downtime, it moves the boot to `downtime` from now.
     ///
     /// ```
     /// use std::time::Duration;
@@ -250,17 +262,24 @@ impl Host {
 /// Waits for a fault change of `net` or for `deadline`, whichever is
 /// first; `Err(Cancelled)` if cancelled.
 pub(crate) async fn fault_change_or(net: &super::NetState, deadline: Instant) -> Result<(), Cancelled> {
+    let gen = net.generation.get();
+    change_or(net, deadline, || net.generation.get() != gen).await
+}
+
+/// Waits until `changed()` (looked at whenever `net`'s watchers are woken:
+/// a fault change, a kill, a restart) or `deadline`, whichever is first;
+/// `Err(Cancelled)` if cancelled.
+async fn change_or(net: &super::NetState, deadline: Instant, changed: impl Fn() -> bool) -> Result<(), Cancelled> {
     let core = Core::current();
     if core.is_cancelled() {
         return Err(Cancelled);
     }
-    let gen = net.generation.get();
     let mut timer: Option<usize> = None;
     let out = poll_fn(|cx| {
         if timer.is_some() && core.is_cancelled() {
             return Poll::Ready(Err(Cancelled));
         }
-        if net.generation.get() != gen || core.now() >= deadline {
+        if changed() || core.now() >= deadline {
             return Poll::Ready(Ok(()));
         }
         if let Some(key) = timer {
