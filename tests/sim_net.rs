@@ -665,3 +665,48 @@ fn a_kill_during_a_restarts_downtime_keeps_the_host_down() {
     assert_eq!(*boots.borrow(), [Duration::ZERO, Duration::from_secs(4)]);
     assert_eq!(ended.get(), Some(Duration::from_secs(7)));
 }
+
+#[test]
+fn waits_for_a_network_change_that_end_by_their_deadline_leave_nothing_behind() {
+    // Each run waits for a network change until a deadline, with no fault
+    // change after it (which would wake, and so drop, what the wait left
+    // behind): the wait must take its task's waker (and so the task's
+    // allocation) back from the network itself.
+    let left = |r: &trioxide::RunReport| (r.tasks_left, r.timers_left, r.task_allocations_left);
+    // A connect across a partition that is never healed: it times out.
+    let cfg = cfg().partition_timeout(Some(Duration::from_secs(1)));
+    let (out, report, _) = sim::Builder::new().net(cfg).run_with_trace(async {
+        let (a, b) = two_hosts();
+        sim::net().partition(&[&a], &[&b]);
+        let t0 = current_time();
+        let e = a.enter(TcpStream::connect("10.0.0.2:80".parse()?)).await.unwrap_err();
+        let e = e.downcast::<io::Error>().map_err(|_| "not an io::Error")?;
+        Ok::<_, BoxError>((e.kind(), since(t0)))
+    });
+    assert_eq!(out.unwrap(), (io::ErrorKind::TimedOut, Duration::from_secs(1)));
+    assert_eq!(left(&report), (0, 0, 0));
+    // A restart: the host waits out its downtime, boots, and main returns.
+    let (out, report, _) = sim::Builder::new().net(cfg).run_with_trace(open_nursery(|n| async move {
+        let (a, _b) = two_hosts();
+        let (host, boots) = (a.clone(), Rc::new(std::cell::Cell::new(0u32)));
+        let b2 = boots.clone();
+        n.start_soon(async move {
+            host.run(move || {
+                b2.set(b2.get() + 1);
+                let first = b2.get() == 1;
+                async move {
+                    if first {
+                        sleep_forever().await?;
+                    }
+                    Ok::<_, BoxError>(())
+                }
+            })
+            .await
+        })?;
+        sleep(Duration::from_secs(1)).await?;
+        a.restart(Duration::from_secs(2));
+        Ok::<_, BoxError>(boots)
+    }));
+    assert_eq!(out.unwrap().map(|b| b.get()), Some(2));
+    assert_eq!(left(&report), (0, 0, 0));
+}
