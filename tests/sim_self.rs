@@ -16,12 +16,17 @@
 //!   wake-up ends in the simulator's deadlock report or the hang guard).
 //! * **Serving over the simulated network** with faults from the seed
 //!   (`NetConfig::swarm`, partitions, clogged hosts, client hosts killed or
-//!   restarted mid-request, the server shut down gracefully with
-//!   connections in flight): `Server::serve_tcp` with a line protocol, and
-//!   the HTTP/1.1 connection code of `examples/http_server`. Every accepted
-//!   connection's handler finished, every handler error was reported once,
-//!   every complete answer a client got was the right one, every connection
-//!   is closed at both ends, and nothing is left in the `RunReport`.
+//!   restarted mid-request, the server host restarted mid-run, the server
+//!   shut down gracefully with connections in flight or while it is down):
+//!   `Server::serve_tcp` with a line protocol, and the HTTP/1.1 connection
+//!   code of `examples/http_server`. Every accepted connection's handler
+//!   finished (a killed server boot's at the kill), every handler error was
+//!   reported once, every complete answer a client got was the right one
+//!   from the server boot that was up as it arrived, clients failed only
+//!   by refusal, reset, broken pipe or patience, each restart booted when
+//!   it said and served, only the boot alive at the drain drained (one
+//!   `GracefulShutdown` per boot), every connection is closed at both
+//!   ends, and nothing is left in the `RunReport`.
 //!
 //! Seeds per strategy: the default keeps the binary to seconds in debug;
 //! `TRIOXIDE_SIM_SEEDS=N` runs N. A failure panics with the line that
@@ -30,7 +35,7 @@
 //! simulation".
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -44,7 +49,8 @@ use trioxide::sim::{self, Case, Host, NetConfig, SIM_ENV};
 use trioxide::sync::{Condition, ConditionError, Event, Lock, LockError, Semaphore};
 use trioxide::{
     checkpoint, current_time, fail_after, is_cancelled_error, move_on_after, open_memory_channel, open_nursery, sleep,
-    BoxError, CancelScope, Cancelled, GracefulShutdown, Instant, RunReport, Schedule, Server, TcpListener, TcpStream,
+    BoxError, CancelScope, Cancelled, GracefulShutdown, Instant, RunReport, Schedule, Server, ShutdownReport,
+    TcpListener, TcpStream,
 };
 
 #[path = "random_trees.rs"]
@@ -545,6 +551,15 @@ const REQUESTS_PER_CONN: u32 = 3;
 /// A client gives up a connection that makes no progress for this long
 /// (a partition without timeout, a clog).
 const CLIENT_PATIENCE: Duration = Duration::from_secs(3);
+/// A client waits up to this long (uniform, in ms) after a failed
+/// connection before its next one.
+const CLIENT_BACKOFF_MS: u64 = 100;
+/// Why a client connection may fail: refused (the server is down, or has
+/// stopped accepting), reset (a host was killed), a broken pipe (the
+/// server closed the connection as the client sent: an idle close, the
+/// drain), or no progress for `CLIENT_PATIENCE`. Anything else (a
+/// half-answer, an error of the client's own host) fails the run.
+const CLIENT_FAILURES: [&str; 4] = ["ConnectionRefused", "ConnectionReset", "BrokenPipe", "patience"];
 
 /// What a serving run counts; the invariants compare them.
 #[derive(Default, Debug)]
@@ -560,11 +575,55 @@ struct ServeTally {
     client_failures: Cell<u32>,
     kills: Cell<u32>,
     open_at_drain: Cell<u32>,
-    /// Each `serve_tcp` handler: its peer's address, when it started and
-    /// when it finished.
-    spans: RefCell<Vec<(IpAddr, Instant, Option<Instant>)>>,
+    /// Each `serve_tcp` handler.
+    spans: RefCell<Vec<Span>>,
     /// Each kill (or restart) of a client host: its address and when.
     killed: RefCell<Vec<(IpAddr, Instant)>>,
+    /// Failed client connections by why: an `io::ErrorKind`, or
+    /// `patience` (see `CLIENT_FAILURES`).
+    failure_kinds: RefCell<BTreeMap<String, u32>>,
+    /// Restarts of the server host (during another's downtime too).
+    srv_restarts: Cell<u32>,
+    /// The server's boots, in order (boot numbers start at 1).
+    srv_boots: RefCell<Vec<SrvBoot>>,
+    /// The boot that is up now, 0 while the server is down.
+    srv_up: Cell<u32>,
+    /// When the last restart said the server boots again.
+    srv_due: Cell<Option<Instant>>,
+    /// Right answers sent by a boot after the first.
+    answers_after_restart: Cell<u32>,
+    /// Runs whose server was down when the drain was asked for.
+    down_at_drain: Cell<u32>,
+    /// The line server's grace period, set by `faults` before it sets
+    /// `stop`.
+    grace: Cell<Duration>,
+}
+
+/// One `serve_tcp` handler: its peer's address, the server boot it ran
+/// in, when it started and when it finished.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    peer: IpAddr,
+    boot: u32,
+    start: Instant,
+    end: Option<Instant>,
+}
+
+/// One boot of the server host.
+#[derive(Debug)]
+struct SrvBoot {
+    started: Instant,
+    /// When the last restart before it said it would boot (`None` for
+    /// the first boot).
+    due: Option<Instant>,
+    /// When `faults` killed it (to restart), if it did.
+    killed: Option<Instant>,
+    /// Whether the drain had been asked for when it booted (the server was
+    /// down at the drain).
+    after_stop: bool,
+    /// What its drain did, if its main returned (`serve_tcp`'s report; the
+    /// HTTP example's summary in the same terms).
+    report: Option<ShutdownReport>,
 }
 
 /// Counts a handler as finished when its future ends or is dropped, and
@@ -574,7 +633,7 @@ struct Finished(Rc<ServeTally>, usize);
 impl Drop for Finished {
     fn drop(&mut self) {
         bump(&self.0.handlers_finished);
-        self.0.spans.borrow_mut()[self.1].2 = Some(current_time());
+        self.0.spans.borrow_mut()[self.1].end = Some(current_time());
     }
 }
 
@@ -599,23 +658,24 @@ async fn read_line(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Vec<u8
     }
 }
 
-/// The line protocol's answer to `q N\n`.
-fn line_answer(n: u64) -> Vec<u8> {
-    format!("a {}\n", n * 3 + 1).into_bytes()
+/// The line protocol's answer to `q N\n` from server boot `boot`.
+fn line_answer(n: u64, boot: u32) -> Vec<u8> {
+    format!("a {} boot {boot}\n", n * 3 + 1).into_bytes()
 }
 
-/// The server's handler: answers each `q N` line until the client closes.
-async fn line_handler(s: TcpStream, t: Rc<ServeTally>) -> Result<(), BoxError> {
+/// The server's handler in boot `boot`: answers each `q N` line until the
+/// client closes.
+async fn line_handler(s: TcpStream, t: Rc<ServeTally>, boot: u32) -> Result<(), BoxError> {
     bump(&t.handlers_started);
     let peer = s.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    t.spans.borrow_mut().push((peer, current_time(), None));
+    t.spans.borrow_mut().push(Span { peer, boot, start: current_time(), end: None });
     let _done = Finished(t.clone(), t.spans.borrow().len() - 1);
     let r: Result<(), BoxError> = async {
         let mut buf = Vec::new();
         while let Some(line) = read_line(&s, &mut buf).await? {
             let text = std::str::from_utf8(&line)?.trim_end();
             let n: u64 = text.strip_prefix("q ").ok_or("not a request")?.parse()?;
-            s.send_all(&line_answer(n)).await?;
+            s.send_all(&line_answer(n, boot)).await?;
         }
         Ok(())
     }
@@ -639,17 +699,38 @@ enum Proto {
 
 const HTTP_BODY: usize = 100;
 
-/// The answer to `GET /`, with keep-alive or without (a request answered
-/// during the drain closes the connection).
-fn http_answer(keep_alive: bool) -> Vec<u8> {
+/// The body server boot `boot` serves: the example's, tagged with the boot
+/// (same length for every boot).
+fn http_body(boot: u32) -> Vec<u8> {
+    let mut body = proto::make_body(HTTP_BODY);
+    let tag = format!("boot {boot:04};");
+    body[..tag.len()].copy_from_slice(tag.as_bytes());
+    body
+}
+
+/// Boot `boot`'s answer to `GET /`, with keep-alive or without (a request
+/// answered during the drain closes the connection).
+fn http_answer(keep_alive: bool, boot: u32) -> Vec<u8> {
     let req = proto::Request { consumed: 0, status: 200, head_only: false, keep_alive };
     let mut out = Vec::new();
-    proto::write_response(&mut out, &req, &proto::make_body(HTTP_BODY));
+    proto::write_response(&mut out, &req, &http_body(boot));
     out
+}
+
+/// Counts a right answer from server boot `boot`.
+fn answered(t: &ServeTally, boot: u32) {
+    bump(&t.answers_right);
+    if boot > 1 {
+        bump(&t.answers_after_restart);
+    }
 }
 
 /// One client connection: up to `REQUESTS_PER_CONN` requests, each answer
 /// checked; it ends early, `Ok`, if the server ends the connection.
+///
+/// An answer is right only if the boot of the server that is up as it
+/// arrives sent it: a kill drops what its connections had in flight and
+/// resets them, so nothing a dead boot sent arrives later.
 async fn client_conn(proto: Proto, t: &ServeTally, id: u64) -> Result<(), BoxError> {
     let s = TcpStream::connect("10.0.0.1:80".parse()?).await?;
     let mut buf = Vec::new();
@@ -659,17 +740,19 @@ async fn client_conn(proto: Proto, t: &ServeTally, id: u64) -> Result<(), BoxErr
             Proto::Lines => {
                 s.send_all(format!("q {n}\n").as_bytes()).await?;
                 let Some(line) = read_line(&s, &mut buf).await? else { return Ok(()) };
-                if line == line_answer(n) {
-                    bump(&t.answers_right);
+                let boot = t.srv_up.get();
+                if line == line_answer(n, boot) {
+                    answered(t, boot);
                 } else {
                     t.answers_wrong.borrow_mut().push(String::from_utf8_lossy(&line).into_owned());
                 }
             }
             Proto::Http => {
                 s.send_all(b"GET / HTTP/1.1\r\nHost: srv\r\n\r\n").await?;
-                let (keep, close) = (http_answer(true), http_answer(false));
                 // Read until the answer is complete (either form) or the end.
                 loop {
+                    let boot = t.srv_up.get();
+                    let (keep, close) = (http_answer(true, boot), http_answer(false, boot));
                     if buf.len() >= keep.len().min(close.len()) {
                         let form = if buf.starts_with(&keep) {
                             Some((keep.len(), true))
@@ -681,7 +764,7 @@ async fn client_conn(proto: Proto, t: &ServeTally, id: u64) -> Result<(), BoxErr
                         match form {
                             Some((len, alive)) => {
                                 buf.drain(..len);
-                                bump(&t.answers_right);
+                                answered(t, boot);
                                 if !alive {
                                     return Ok(());
                                 }
@@ -713,43 +796,64 @@ async fn client_conn(proto: Proto, t: &ServeTally, id: u64) -> Result<(), BoxErr
 }
 
 /// A client host's main: its connections in turn; an error (refused,
-/// reset, timed out, given up) ends that connection only.
+/// reset, given up: `CLIENT_FAILURES`) ends that connection only, and the
+/// client backs off up to `CLIENT_BACKOFF_MS` before its next one (without
+/// it, a client spends its connections on refusals while the server is
+/// down).
 async fn client_main(proto: Proto, t: Rc<ServeTally>, client: usize, boot: u32) -> Result<(), BoxError> {
     for k in 0..CONNS_PER_CLIENT {
         let id = ((client as u64 * 100) + u64::from(boot)) * 100 + u64::from(k);
-        match move_on_after(CLIENT_PATIENCE, client_conn(proto, &t, id)).await {
-            Ok(Some(())) => {}
-            Ok(None) => bump(&t.client_failures),
+        let failed = match move_on_after(CLIENT_PATIENCE, client_conn(proto, &t, id)).await {
+            Ok(Some(())) => None,
+            Ok(None) => Some("patience".to_string()),
             Err(e) if is_cancelled_error(&*e) => return Err(e),
-            Err(_) => bump(&t.client_failures),
+            Err(e) => Some(e.downcast_ref::<io::Error>().map_or_else(|| e.to_string(), |e| format!("{:?}", e.kind()))),
+        };
+        if let Some(why) = failed {
+            bump(&t.client_failures);
+            *t.failure_kinds.borrow_mut().entry(why).or_default() += 1;
+            sleep(Duration::from_millis(sim::net().random(CLIENT_BACKOFF_MS))).await?;
         }
     }
     Ok(())
 }
 
-/// The server host's main.
-async fn server_main(
-    proto: Proto,
-    t: Rc<ServeTally>,
-    drain: GracefulShutdown,
-    stop: Rc<Event>,
-) -> Result<(), BoxError> {
-    match proto {
+/// The server host's main in boot `boot` (its `SrvBoot` is recorded).
+///
+/// One graceful shutdown per boot: a killed boot's connections end with
+/// its tree (the kill cancels them), not by a drain, so a drain handle
+/// shared across boots would count a dead boot's connections as open at
+/// the drain and never report (the boot that would drain them is gone).
+/// The drain is asked for through `stop`, which outlives the boots. A boot
+/// that starts after it (the server was down at the drain; its restart was
+/// already due) asks for its own drain before it accepts anything: it binds
+/// port 80, accepts nothing, and returns an empty report at once.
+async fn server_main(proto: Proto, t: Rc<ServeTally>, stop: Rc<Event>, boot: u32) -> Result<(), BoxError> {
+    let after_stop = t.srv_boots.borrow()[boot as usize - 1].after_stop;
+    let report = match proto {
         Proto::Lines => {
-            let t2 = t.clone();
-            let server = Server::new(move |s| line_handler(s, t2.clone()))
+            let drain = GracefulShutdown::new();
+            if after_stop {
+                drain.shutdown(t.grace.get());
+            }
+            let (t2, t3) = (t.clone(), t.clone());
+            let server = Server::new(move |s| line_handler(s, t2.clone(), boot))
                 .graceful(&drain)
-                .on_handler_error(move |_, _| bump(&t.errors_reported));
+                .on_handler_error(move |_, _| bump(&t3.errors_reported));
+            let (d, t4) = (drain.clone(), t.clone());
             open_nursery(|n| async move {
                 n.start(|status| server.serve_tcp(80, Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), status)).await?;
+                stop.wait().await?;
+                d.shutdown(t4.grace.get()); // a second call does nothing
                 Ok::<_, BoxError>(())
             })
             .await?;
+            drain.report().ok_or("serve_tcp returned before its drain finished")?
         }
         Proto::Http => {
             let listener = TcpListener::bind("0.0.0.0:80".parse()?)?;
             let config = Rc::new(conn::Config {
-                body: proto::make_body(HTTP_BODY),
+                body: http_body(boot),
                 idle: Duration::from_secs(2),
                 request: Duration::from_secs(2),
                 work: Duration::ZERO,
@@ -757,13 +861,25 @@ async fn server_main(
             // The example's handler never fails: what it did is the summary.
             let grace = Duration::from_millis(sim::net().random(300));
             let summary = shutdown::serve_until(vec![listener], config, grace, async move {
-                let _ = stop.wait().await;
+                // Asked for already: shut down before the server accepts
+                // (`wait` would let it run first: it is a checkpoint).
+                if !after_stop {
+                    let _ = stop.wait().await;
+                }
             })
             .await?;
-            t.open_at_drain.set((summary.idle_closed + summary.finished + summary.cancelled) as u32);
-            let _ = drain;
+            // The summary in the terms of serve_tcp's report.
+            ShutdownReport {
+                open_at_drain: summary.idle_closed + summary.finished + summary.cancelled,
+                abandoned: summary.idle_closed,
+                finished: summary.idle_closed + summary.finished,
+                cancelled: summary.cancelled,
+                grace: summary.grace,
+                took: summary.took,
+            }
         }
-    }
+    };
+    t.srv_boots.borrow_mut()[boot as usize - 1].report = Some(report);
     Ok(())
 }
 
@@ -773,7 +889,6 @@ async fn faults(
     srv: Host,
     clients: Vec<Host>,
     t: Rc<ServeTally>,
-    drain: GracefulShutdown,
     stop: Rc<Event>,
 ) -> Result<(), BoxError> {
     let shutdown_at = Duration::from_millis(200 + net.random(800));
@@ -801,12 +916,86 @@ async fn faults(
                     c.restart(Duration::from_millis(net.random(200)));
                 }
             }
+            3 => {
+                // The server host: killed now (its handlers cancelled, its
+                // clients' connections reset), booting again after a
+                // downtime; during another restart's downtime, the boot
+                // moves.
+                bump(&t.srv_restarts);
+                if srv.is_up() {
+                    t.srv_up.set(0);
+                    t.srv_boots.borrow_mut().last_mut().ok_or("the server never booted")?.killed = Some(current_time());
+                }
+                let downtime = Duration::from_millis(net.random(300));
+                t.srv_due.set(Some(current_time() + downtime));
+                srv.restart(downtime);
+            }
             _ => {}
         }
     }
-    // Stop the server with whatever is in flight.
-    drain.shutdown(Duration::from_millis(net.random(300)));
+    // Stop the server with whatever is in flight. If it is down, its next
+    // boot finds the stop asked for.
+    if !srv.is_up() {
+        bump(&t.down_at_drain);
+    }
+    t.grace.set(Duration::from_millis(net.random(300)));
     stop.set();
+    Ok(())
+}
+
+/// The server's boots after a run: each boot after the first began when
+/// the last restart said (a restart during another's downtime moves the
+/// boot); every boot but the last was killed, drained nothing, and its
+/// handlers ended at the kill (cancelled with the host's tree, not one
+/// latency later); the last one drained and its report adds up, and if it
+/// booted after the drain was asked for, it accepted nothing. Adds the
+/// connections open at the drain to the tally.
+fn check_boots(t: &ServeTally) -> Result<(), String> {
+    let boots = t.srv_boots.borrow();
+    let spans = t.spans.borrow();
+    let Some(last) = boots.last() else { return Err("the server never booted".into()) };
+    if u32::from(last.after_stop) != t.down_at_drain.get() {
+        return Err(format!("down at the drain: {}, but the last boot: {last:?}", t.down_at_drain.get()));
+    }
+    if spans.iter().any(|s| s.boot == 0 || s.boot as usize > boots.len()) {
+        return Err("a handler of no boot".into());
+    }
+    for (i, b) in boots.iter().enumerate() {
+        let boot = i as u32 + 1;
+        if i > 0 && (boots[i - 1].killed.is_none_or(|k| k > b.started) || b.due != Some(b.started)) {
+            return Err(format!("boot {boot} ({b:?}) after boot {i} ({:?})", boots[i - 1]));
+        }
+        match (b.killed, b.report) {
+            (Some(at), None) => {
+                for &Span { peer, start, end, .. } in spans.iter().filter(|s| s.boot == boot) {
+                    if end.is_none_or(|end| end > at) {
+                        return Err(format!(
+                            "the handler of a connection from {peer} (started {start:?}) in server boot {boot} \
+                             outlived the boot's kill at {at:?}: ended {end:?}"
+                        ));
+                    }
+                }
+            }
+            (None, Some(r)) if i + 1 == boots.len() => {
+                if r.finished + r.cancelled != r.open_at_drain {
+                    return Err(format!("boot {boot}: shutdown report does not add up: {r:?}"));
+                }
+                let empty = ShutdownReport {
+                    open_at_drain: 0,
+                    abandoned: 0,
+                    finished: 0,
+                    cancelled: 0,
+                    grace: r.grace,
+                    took: Duration::ZERO,
+                };
+                if b.after_stop && (r != empty || spans.iter().any(|s| s.boot == boot)) {
+                    return Err(format!("boot {boot} booted after the drain was asked for, yet served: {r:?}"));
+                }
+                t.open_at_drain.set(r.open_at_drain as u32);
+            }
+            _ => return Err(format!("boot {boot} of {}: {b:?}", boots.len())),
+        }
+    }
     Ok(())
 }
 
@@ -820,13 +1009,22 @@ fn serve_case(case: Case, proto: Proto, sum: &ServeTally) -> Result<(), String> 
         for i in 0..CLIENTS {
             clients.push(net.add_host(&format!("c{i}"), format!("10.0.1.{}", i + 1).parse()?)?);
         }
-        let drain = GracefulShutdown::new();
         let stop = Rc::new(Event::new());
-        let (t, net2, drain_n, stop_n) = (t2.clone(), net.clone(), drain.clone(), stop.clone());
+        let (t, net2, stop_n) = (t2.clone(), net.clone(), stop.clone());
         open_nursery(|n| async move {
-            let (drain, stop) = (drain_n, stop_n);
-            let (t_s, d_s, e_s, s_h) = (t.clone(), drain.clone(), stop.clone(), srv.clone());
-            n.start_soon(async move { s_h.run(|| server_main(proto, t_s.clone(), d_s.clone(), e_s.clone())).await })?;
+            let stop = stop_n;
+            let (t_s, e_s, s_h) = (t.clone(), stop.clone(), srv.clone());
+            n.start_soon(async move {
+                s_h.run(|| {
+                    let mut boots = t_s.srv_boots.borrow_mut();
+                    let after_stop = e_s.is_set();
+                    let (started, due) = (current_time(), t_s.srv_due.get());
+                    boots.push(SrvBoot { started, due, killed: None, after_stop, report: None });
+                    t_s.srv_up.set(boots.len() as u32);
+                    server_main(proto, t_s.clone(), e_s.clone(), boots.len() as u32)
+                })
+                .await
+            })?;
             for (i, c) in clients.iter().enumerate() {
                 let (c, t) = (c.clone(), t.clone());
                 let boots = Rc::new(Cell::new(0));
@@ -839,17 +1037,10 @@ fn serve_case(case: Case, proto: Proto, sum: &ServeTally) -> Result<(), String> 
                     .await
                 })?;
             }
-            n.start_soon(faults(net2.clone(), srv.clone(), clients.clone(), t.clone(), drain.clone(), stop.clone()))?;
+            n.start_soon(faults(net2.clone(), srv.clone(), clients.clone(), t.clone(), stop.clone()))?;
             Ok::<_, BoxError>(())
         })
         .await?;
-        if proto == Proto::Lines {
-            let report = drain.report().ok_or("the server's shutdown did not finish")?;
-            if report.finished + report.cancelled != report.open_at_drain {
-                return Err(format!("shutdown report does not add up: {report:?}").into());
-            }
-            t2.open_at_drain.set(report.open_at_drain as u32);
-        }
         let open = net.open_connections();
         if open != 0 {
             return Err(format!("{open} connections still open at the end").into());
@@ -862,12 +1053,13 @@ fn serve_case(case: Case, proto: Proto, sum: &ServeTally) -> Result<(), String> 
     if t.handlers_started.get() != t.handlers_finished.get() {
         return Err(format!("{} handlers started, {} finished", t.handlers_started.get(), t.handlers_finished.get()));
     }
+    check_boots(&t)?;
     // A kill resets the peer's end one latency later: a handler serving a
     // connection of the killed host must see it then and end, not wait
     // for the drain to cancel it.
     let latency = NetConfig::swarm(case.seed).get_latency();
     for &(ip, at) in t.killed.borrow().iter() {
-        for &(peer, start, end) in t.spans.borrow().iter() {
+        for &Span { peer, start, end, .. } in t.spans.borrow().iter() {
             if peer == ip && start <= at && end.is_none_or(|end| end > at + latency) {
                 return Err(format!(
                     "the handler of a connection from {ip} (started {start:?}) still ran one latency ({latency:?}) after \
@@ -882,6 +1074,9 @@ fn serve_case(case: Case, proto: Proto, sum: &ServeTally) -> Result<(), String> 
     if !t.answers_wrong.borrow().is_empty() {
         return Err(format!("wrong answers: {:?}", t.answers_wrong.borrow()));
     }
+    if let Some(why) = t.failure_kinds.borrow().keys().find(|k| !CLIENT_FAILURES.contains(&k.as_str())) {
+        return Err(format!("a client connection failed with {why}"));
+    }
     for (s, one) in [
         (&sum.handlers_started, &t.handlers_started),
         (&sum.errors_returned, &t.errors_returned),
@@ -889,8 +1084,14 @@ fn serve_case(case: Case, proto: Proto, sum: &ServeTally) -> Result<(), String> 
         (&sum.client_failures, &t.client_failures),
         (&sum.kills, &t.kills),
         (&sum.open_at_drain, &t.open_at_drain),
+        (&sum.srv_restarts, &t.srv_restarts),
+        (&sum.answers_after_restart, &t.answers_after_restart),
+        (&sum.down_at_drain, &t.down_at_drain),
     ] {
         s.set(s.get() + one.get());
+    }
+    for (k, v) in t.failure_kinds.borrow().iter() {
+        *sum.failure_kinds.borrow_mut().entry(k.clone()).or_default() += v;
     }
     Ok(())
 }
@@ -915,18 +1116,26 @@ fn serve_workload(proto: Proto) {
         Proto::Http => String::new(),
     };
     eprintln!(
-        "sim_self: {}: {handlers}{} right answers, {} client connections failed, {} client kills/restarts, \
-         {} connections open at the drain",
+        "sim_self: {}: {handlers}{} right answers ({} from a restarted server), {} client connections failed \
+         ({}), {} client kills/restarts, {} server restarts, {} drains with the server down, {} connections open at \
+         the drain",
         proto_name(proto),
         sum.answers_right.get(),
+        sum.answers_after_restart.get(),
         sum.client_failures.get(),
+        sum.failure_kinds.borrow().iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "),
         sum.kills.get(),
+        sum.srv_restarts.get(),
+        sum.down_at_drain.get(),
         sum.open_at_drain.get()
     );
     if Case::from_env().ok().flatten().is_none() {
-        // Not vacuous: answers were checked, faults and drains happened.
+        // Not vacuous: answers were checked, faults and drains happened,
+        // restarted servers answered, and some drain found the server down.
         assert!(sum.answers_right.get() > 0 && sum.kills.get() > 0 && sum.client_failures.get() > 0);
         assert!(sum.open_at_drain.get() > 0, "no connection was in flight at a drain");
+        assert!(sum.srv_restarts.get() > 0 && sum.answers_after_restart.get() > 0, "no restarted server answered");
+        assert!(sum.down_at_drain.get() > 0, "no drain found the server down");
     }
 }
 

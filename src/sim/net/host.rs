@@ -4,10 +4,10 @@
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::net::IpAddr;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use super::{push_waker, Net};
+use super::Net;
 use crate::kernel::clock::Instant;
 use crate::kernel::error::{BoxError, Cancelled};
 use crate::kernel::Core;
@@ -202,10 +202,20 @@ impl Host {
                     Err(e) => Err(e),
                 };
             }
-            // Killed: boot again if a restart is due.
-            let restart_at = self.net.state.hosts.borrow()[self.id as usize - 1].restart_at;
-            let Some(at) = restart_at else { return Ok(()) };
-            crate::time::sleep_until(at).await?;
+            // Killed: boot again if a restart is due. A kill or restart
+            // during the downtime changes the plan (a kill cancels the
+            // boot, a restart moves it): each bumps the epoch, so look
+            // again whenever it changes.
+            loop {
+                let epoch = self.net.state.host_epoch(self.id);
+                let restart_at = self.net.state.hosts.borrow()[self.id as usize - 1].restart_at;
+                let Some(at) = restart_at else { return Ok(()) };
+                if Core::current().now() >= at {
+                    break;
+                }
+                let state = &*self.net.state;
+                change_or(state, at, || state.host_epoch(self.id) != epoch).await?;
+            }
         }
     }
 
@@ -213,7 +223,8 @@ impl Host {
     /// `ConnectionReset` one latency later), its listeners are dropped (a
     /// connect is refused), and the code on it is cancelled. Its
     /// [`run`](Host::run) returns, unless [`restart`](Host::restart) is
-    /// called.
+    /// called; a kill during a restart's downtime cancels the restart (the
+    /// host stays down, and `run` returns).
     ///
     /// ```
     /// use trioxide::sim;
@@ -229,7 +240,8 @@ impl Host {
     }
 
     /// Kills the host now and has its [`run`](Host::run) start main again
-    /// after `downtime` (connects meanwhile are refused).
+    /// after `downtime` (connects meanwhile are refused). During another
+    /// restart's downtime, it moves the boot to `downtime` from now.
     ///
     /// ```
     /// use std::time::Duration;
@@ -250,39 +262,83 @@ impl Host {
 /// Waits for a fault change of `net` or for `deadline`, whichever is
 /// first; `Err(Cancelled)` if cancelled.
 pub(crate) async fn fault_change_or(net: &super::NetState, deadline: Instant) -> Result<(), Cancelled> {
+    let gen = net.generation.get();
+    change_or(net, deadline, || net.generation.get() != gen).await
+}
+
+/// Waits until `changed()` (looked at whenever `net`'s watchers are woken:
+/// a fault change, a kill, a restart) or `deadline`, whichever is first;
+/// `Err(Cancelled)` if cancelled.
+async fn change_or(net: &super::NetState, deadline: Instant, changed: impl Fn() -> bool) -> Result<(), Cancelled> {
     let core = Core::current();
     if core.is_cancelled() {
         return Err(Cancelled);
     }
-    let gen = net.generation.get();
-    let mut timer: Option<usize> = None;
-    let out = poll_fn(|cx| {
-        if timer.is_some() && core.is_cancelled() {
+    // Dropped when the wait ends, however it ends: takes our waker out of
+    // the watchers (a wait that ended by its deadline, with no fault change
+    // after it, would otherwise leave it there, and with it the task's
+    // allocation, until the run's end) and removes the timer.
+    let mut wait = Watch { net, core, key: None, timer: None, waited: false };
+    poll_fn(|cx| {
+        if wait.waited && core.is_cancelled() {
             return Poll::Ready(Err(Cancelled));
         }
-        if net.generation.get() != gen || core.now() >= deadline {
+        if changed() || core.now() >= deadline {
             return Poll::Ready(Ok(()));
         }
-        if let Some(key) = timer {
+        if let Some(key) = wait.timer {
             if core.take_fired_timer(key) {
-                timer = None;
+                wait.timer = None;
                 return Poll::Ready(Ok(()));
             }
             core.set_timer_waker(key, cx.waker());
         } else if deadline != Instant::FAR_FUTURE {
-            timer = Some(core.add_wake_timer(deadline, cx.waker().clone()));
-        } else {
-            timer = Some(usize::MAX);
+            wait.timer = Some(core.add_wake_timer(deadline, cx.waker().clone()));
         }
-        push_waker(&net.watchers, cx.waker());
+        wait.waited = true;
+        wait.register(cx.waker());
         core.set_waiting_on("trioxide sim: a network change");
         Poll::Pending
     })
-    .await;
-    if let Some(key) = timer {
-        if key != usize::MAX {
-            core.remove_timer(key);
+    .await
+}
+
+/// A pending [`change_or`]: its entry in the network's watchers and its
+/// timer, both removed on drop.
+struct Watch<'a> {
+    net: &'a super::NetState,
+    core: &'a Core,
+    key: Option<u64>,
+    timer: Option<usize>,
+    waited: bool,
+}
+
+impl Watch<'_> {
+    /// Puts `waker` in the watchers (again, if a wake-up took it out).
+    fn register(&mut self, waker: &Waker) {
+        let mut ws = self.net.watchers.borrow_mut();
+        match self.key.and_then(|k| ws.get_mut(&k)) {
+            Some(w) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+            }
+            None => {
+                let k = self.net.next_scope_key();
+                ws.insert(k, waker.clone());
+                self.key = Some(k);
+            }
         }
     }
-    out
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key {
+            self.net.watchers.borrow_mut().remove(&k);
+        }
+        if let Some(t) = self.timer {
+            self.core.remove_timer(t);
+        }
+    }
 }

@@ -302,8 +302,9 @@ pub(crate) struct NetState {
     /// When each directed link is free again (the bandwidth limit).
     link_free: RefCell<BTreeMap<(u32, u32), Instant>>,
     /// Tasks waiting for any fault change (connects across a partition,
-    /// hosts waiting to restart).
-    pub(crate) watchers: RefCell<Vec<Waker>>,
+    /// hosts waiting to restart), by a key from `next_scope_key`: each
+    /// wait takes its entry out when it ends.
+    pub(crate) watchers: RefCell<BTreeMap<u64, Waker>>,
     /// Bumped by every fault change.
     pub(crate) generation: Cell<u64>,
     scope_keys: Cell<u64>,
@@ -335,7 +336,7 @@ pub(crate) fn install(config: NetConfig) {
         clogged_links: RefCell::new(BTreeSet::new()),
         clogged_hosts: RefCell::new(BTreeSet::new()),
         link_free: RefCell::new(BTreeMap::new()),
-        watchers: RefCell::new(Vec::new()),
+        watchers: RefCell::new(BTreeMap::new()),
         generation: Cell::new(0),
         scope_keys: Cell::new(0),
     });
@@ -488,7 +489,7 @@ impl NetState {
 
     pub(crate) fn wake_watchers(&self) {
         let ws = std::mem::take(&mut *self.watchers.borrow_mut());
-        for w in ws {
+        for w in ws.into_values() {
             w.wake();
         }
     }
@@ -830,14 +831,6 @@ impl Net {
     pub fn unclog_host(&self, h: &Host) {
         self.state.clogged_hosts.borrow_mut().remove(&h.id);
         self.state.faults_changed();
-    }
-}
-
-/// A queue of wakers woken together.
-pub(crate) fn push_waker(list: &RefCell<Vec<Waker>>, w: &Waker) {
-    let mut l = list.borrow_mut();
-    if !l.iter().any(|x| x.will_wake(w)) {
-        l.push(w.clone());
     }
 }
 
