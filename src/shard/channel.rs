@@ -147,12 +147,14 @@ struct Shared<T> {
     /// hand-over to blocked receivers (rule Y5) is undisturbed; it is
     /// emptied, and its values dropped, when the last receive handle
     /// closes, as the buffer is.
-    batch: Option<Batch<T>>,
+    batch: Option<Box<Batch<T>>>,
 }
 
 /// The batch on its own cache lines (128 bytes: a line and its
 /// adjacent-line prefetch pair on x86-64), apart from `state`'s lock, which
-/// the producers write.
+/// the producers write. Boxed, so that `Shared` itself keeps `state`'s
+/// layout and alignment: bounded channels, which never use the batch, pay
+/// one pointer for it.
 #[repr(align(128))]
 struct Batch<T> {
     values: Mutex<VecDeque<T>>,
@@ -160,7 +162,7 @@ struct Batch<T> {
 
 impl<T> Shared<T> {
     fn new(capacity: usize) -> Shared<T> {
-        let batch = (capacity == UNBOUNDED).then(|| Batch { values: Mutex::new(VecDeque::new()) });
+        let batch = (capacity == UNBOUNDED).then(|| Box::new(Batch { values: Mutex::new(VecDeque::new()) }));
         Shared { state: Mutex::new(State::new(capacity)), batch }
     }
 }
