@@ -38,6 +38,14 @@
 //! per message: the wake-ups come in one per batch (see BENCHMARKS.md,
 //! "Cross-shard channels").
 //!
+//! **Unbounded channels take their backlog in one go.** A receive on an
+//! unbounded channel that finds values waiting moves all of them, in one
+//! step, into a batch that the receive handles drain under a lock of their
+//! own, so a fast producer and its consumer do not contend for one lock per
+//! message. The batch is still the channel's: order, hand-over to blocked
+//! receivers, the end of the channel, `close` and the buffer count of
+//! `statistics` are as without it.
+//!
 //! ```
 //! use std::sync::Mutex;
 //! use trioxide::{run_sharded, open_shard_channel, BoxError};

@@ -190,6 +190,10 @@ impl<T: Send> ShardReceiveChannel<T> {
     }
 
     /// The channel's statistics (the same from every handle).
+    /// `current_buffer_used` counts every value sent and not yet received.
+    /// On an unbounded channel `peak_buffer_used` is a lower bound: values
+    /// a receive has already moved out of the shared buffer in one batch
+    /// (see the [module docs](crate::shard_channel)) are not in the peak.
     ///
     /// ```
     /// let (_tx, rx) = trioxide::open_shard_channel::<u8>(0);
