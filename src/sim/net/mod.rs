@@ -402,6 +402,22 @@ impl NetState {
         self.hosts.borrow().iter().find(|h| h.name == name).map(|h| h.ip)
     }
 
+    /// The address a socket bound to `addr` on the current host gets: an
+    /// unspecified or loopback address means the host's own, port 0 an
+    /// ephemeral one. Fails outside a host, or for another host's address.
+    pub(crate) fn bind_addr(&self, addr: SocketAddr) -> io::Result<(u32, SocketAddr)> {
+        let h = self.this_host()?;
+        let ip = self.host_ip(h);
+        if !(addr.ip().is_unspecified() || addr.ip().is_loopback() || addr.ip() == ip) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{} is not this host's address", addr.ip()),
+            ));
+        }
+        let port = if addr.port() == 0 { self.ephemeral_port(h) } else { addr.port() };
+        Ok((h, SocketAddr::new(ip, port)))
+    }
+
     pub(crate) fn ephemeral_port(&self, h: u32) -> u16 {
         let mut hosts = self.hosts.borrow_mut();
         let st = &mut hosts[h as usize - 1];

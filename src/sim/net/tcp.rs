@@ -622,16 +622,7 @@ impl SimListener {
     /// Binds on the current host (an unspecified or loopback address means
     /// the host's own; port 0 an ephemeral one).
     pub(crate) fn bind(net: Rc<NetState>, addr: SocketAddr) -> io::Result<SimListener> {
-        let h = net.this_host()?;
-        let ip = net.host_ip(h);
-        if !(addr.ip().is_unspecified() || addr.ip().is_loopback() || addr.ip() == ip) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrNotAvailable,
-                format!("{} is not this host's address", addr.ip()),
-            ));
-        }
-        let port = if addr.port() == 0 { net.ephemeral_port(h) } else { addr.port() };
-        let local = SocketAddr::new(ip, port);
+        let (h, local) = net.bind_addr(addr)?;
         let mut ls = net.listeners.borrow_mut();
         if ls.get(&local).is_some_and(|w| w.strong_count() > 0) {
             return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("trioxide sim: {local} is in use")));

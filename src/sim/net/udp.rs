@@ -46,16 +46,7 @@ impl Drop for SimUdp {
 
 impl SimUdp {
     pub(crate) fn bind(net: Rc<NetState>, addr: SocketAddr) -> io::Result<SimUdp> {
-        let h = net.this_host()?;
-        let ip = net.host_ip(h);
-        if !(addr.ip().is_unspecified() || addr.ip().is_loopback() || addr.ip() == ip) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrNotAvailable,
-                format!("{} is not this host's address", addr.ip()),
-            ));
-        }
-        let port = if addr.port() == 0 { net.ephemeral_port(h) } else { addr.port() };
-        let local = SocketAddr::new(ip, port);
+        let (h, local) = net.bind_addr(addr)?;
         let mut socks = net.udp.borrow_mut();
         if socks.get(&local).is_some_and(|w| w.strong_count() > 0) {
             return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("trioxide sim: {local} is in use")));
