@@ -293,9 +293,9 @@ pub(crate) struct NetState {
     pub(crate) config: NetConfig,
     pub(crate) rng: RefCell<SimRng>,
     pub(crate) hosts: RefCell<Vec<HostState>>,
-    pub(crate) listeners: RefCell<BTreeMap<SocketAddr, Weak<ListenerState>>>,
+    pub(crate) listeners: RefCell<Ports<ListenerState>>,
     pub(crate) conns: RefCell<Vec<Weak<Conn>>>,
-    pub(crate) udp: RefCell<BTreeMap<SocketAddr, Weak<udp::UdpState>>>,
+    pub(crate) udp: RefCell<Ports<udp::UdpState>>,
     partitions: RefCell<Vec<(BTreeSet<u32>, BTreeSet<u32>)>>,
     clogged_links: RefCell<BTreeSet<(u32, u32)>>,
     clogged_hosts: RefCell<BTreeSet<u32>>,
@@ -847,6 +847,26 @@ impl Net {
     pub fn unclog_host(&self, h: &Host) {
         self.state.clogged_hosts.borrow_mut().remove(&h.id);
         self.state.faults_changed();
+    }
+}
+
+/// The bound sockets of one kind (listeners, UDP sockets), by address. An
+/// entry whose socket is gone (a dead `Weak`) counts as free.
+pub(crate) type Ports<S> = BTreeMap<SocketAddr, Weak<S>>;
+
+/// `AddrInUse` if a live socket holds `local` in `ports`.
+pub(crate) fn check_port_free<S>(ports: &Ports<S>, local: SocketAddr) -> io::Result<()> {
+    if ports.get(&local).is_some_and(|w| w.strong_count() > 0) {
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("trioxide sim: {local} is in use")));
+    }
+    Ok(())
+}
+
+/// Frees `addr` in `ports` if `me` still holds it (a socket bound there
+/// since, after `me`'s entry died, keeps its own).
+pub(crate) fn release_port<S>(ports: &mut Ports<S>, addr: SocketAddr, me: &Rc<S>) {
+    if ports.get(&addr).is_some_and(|w| std::ptr::eq(w.as_ptr(), Rc::as_ptr(me))) {
+        ports.remove(&addr);
     }
 }
 

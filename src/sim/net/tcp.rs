@@ -624,9 +624,7 @@ impl SimListener {
     pub(crate) fn bind(net: Rc<NetState>, addr: SocketAddr) -> io::Result<SimListener> {
         let (h, local) = net.bind_addr(addr)?;
         let mut ls = net.listeners.borrow_mut();
-        if ls.get(&local).is_some_and(|w| w.strong_count() > 0) {
-            return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("trioxide sim: {local} is in use")));
-        }
+        super::check_port_free(&ls, local)?;
         let state = Rc::new(ListenerState {
             net: net.clone(),
             host: h,
@@ -649,11 +647,7 @@ impl SimListener {
         if st.closed.replace(true) {
             return;
         }
-        let mut ls = st.net.listeners.borrow_mut();
-        if ls.get(&st.addr).is_some_and(|w| std::ptr::eq(w.as_ptr(), Rc::as_ptr(&self.state))) {
-            ls.remove(&st.addr);
-        }
-        drop(ls);
+        super::release_port(&mut st.net.listeners.borrow_mut(), st.addr, &self.state);
         st.backlog.borrow_mut().clear();
         if let Some(w) = st.waker.take() {
             w.wake();

@@ -48,9 +48,7 @@ impl SimUdp {
     pub(crate) fn bind(net: Rc<NetState>, addr: SocketAddr) -> io::Result<SimUdp> {
         let (h, local) = net.bind_addr(addr)?;
         let mut socks = net.udp.borrow_mut();
-        if socks.get(&local).is_some_and(|w| w.strong_count() > 0) {
-            return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("trioxide sim: {local} is in use")));
-        }
+        super::check_port_free(&socks, local)?;
         let state = Rc::new(UdpState {
             host: h,
             addr: local,
@@ -74,11 +72,7 @@ impl SimUdp {
         if st.closed.replace(true) {
             return;
         }
-        let mut socks = self.net.udp.borrow_mut();
-        if socks.get(&st.addr).is_some_and(|w| std::ptr::eq(w.as_ptr(), Rc::as_ptr(&self.state))) {
-            socks.remove(&st.addr);
-        }
-        drop(socks);
+        super::release_port(&mut self.net.udp.borrow_mut(), st.addr, &self.state);
         st.queue.borrow_mut().clear();
         if let Some(w) = st.waker.take() {
             w.wake();
